@@ -27,6 +27,13 @@ HELM_BIN="$CACHE/bin/helm-$HELM_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -p=2"
 
+# What tcred's tests rely on: owner-reference garbage collection, namespace deletion, default
+# ServiceAccounts and kube-root-ca.crt, workloads creating ReplicaSets, aggregated ClusterRoles.
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller
+KCM_CONTROLLERS+=,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller
+KCM_CONTROLLERS+=,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller
+KCM_CONTROLLERS+=,disruption-controller
+
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
@@ -184,6 +191,8 @@ wait_for() {
   die "$what not ready after ${secs}s (logs in $STATE)"
 }
 
+kcm_ready() { curl -fsSk --max-time 2 "https://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
+
 etcd_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$(cat "$STATE/etcd.port")/health" >/dev/null 2>&1; }
 
 up() {
@@ -223,6 +232,7 @@ up() {
     --authorization-mode=RBAC \
     --service-cluster-ip-range=10.0.0.0/24 \
     --service-account-issuer="https://127.0.0.1:$api_port" \
+    --service-account-jwks-uri="https://127.0.0.1:$api_port/openid/v1/jwks" \
     --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
     --api-audiences="https://127.0.0.1:$api_port" \
@@ -243,12 +253,12 @@ up() {
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --use-service-account-credentials=false \
     --service-cluster-ip-range=10.0.0.0/24 --cluster-cidr=10.1.0.0/16 \
-    --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ephemeral-volume,-pv-protection,-pvc-protection,-endpointslice-mirroring,-ttl,-bootstrap-signer,-token-cleaner' \
-    --concurrent-gc-syncs=5 \
+    --controllers="$KCM_CONTROLLERS" --concurrent-gc-syncs=5 \
     --v=1
+  wait_for kube-controller-manager 30 kcm_ready "$kcm_port"
 
   local kc=("$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig")
-  wait_for "namespace default" 30 "${kc[@]}" get namespace default -o name
+  wait_for "namespace default" 30 "${kc[@]}" get namespace default -o name >/dev/null
   # Let anyone fetch the ServiceAccount issuer's discovery document and JWKS, as managed clusters do,
   # so the Huawei simulator can verify projected tokens the way Huawei's IAM verifies them.
   "${kc[@]}" apply -f - >/dev/null <<'EOF'

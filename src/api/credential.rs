@@ -1,0 +1,253 @@
+//! `TemporaryCredential`: what to mint (a permission set in an account, or an agency), where to put
+//! it (a Secret) and when to renew it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::condition::conditions_schema;
+
+/// A short-lived Huawei Cloud credential (AK, SK, security token) that tcred mints from a
+/// credential source and keeps fresh in a Secret, renewing it ahead of expiry.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tcred.dev",
+    version = "v1alpha1",
+    kind = "TemporaryCredential",
+    namespaced,
+    shortname = "tcred",
+    category = "tcred-all",
+    status = "TemporaryCredentialStatus",
+    derive = "PartialEq",
+    doc = "A short-lived Huawei Cloud credential that tcred mints and keeps fresh in a Secret.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Renewal", type_ = "date", json_path = ".status.renewalTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = "1",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.secretName"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.permissionSet) != has(self.agencyUrn)")
+        .message("exactly one of permissionSet (identityCenter sources) or agencyUrn (accessKey and webIdentity sources) must be set"),
+    validation = Rule::new("!has(self.duration) || has(self.agencyUrn)")
+        .message("duration applies to agencyUrn credentials only; Identity Center credentials last the permission set's session duration"),
+    validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))")
+        .message("set renewBefore or renewBeforePercentage, not both"),
+    validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)")
+        .message("renewBefore must be shorter than duration"),
+    validation = Rule::new("!has(self.serviceAccountName) || has(self.agencyUrn)")
+        .message("serviceAccountName applies to webIdentity sources, which mint agencyUrn credentials"),
+)]
+pub struct TemporaryCredentialSpec {
+    /// The CredentialSource (same namespace) or ClusterCredentialSource that tcred authenticates to
+    /// Huawei Cloud with.
+    pub source_ref: SourceRef,
+
+    /// The Identity Center permission set to mint credentials for (identityCenter sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_set: Option<PermissionSetRef>,
+
+    /// URN of the agency to assume, `iam::<account id>:agency:<agency name>` (accessKey and
+    /// webIdentity sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 1500),
+        regex(
+            pattern = r"^[A-Za-z0-9+/=_-]+:[A-Za-z0-9+/=_*-]{0,255}:[A-Za-z0-9+/=_-]{1,64}:[A-Za-z0-9+/=_-]{1,64}:.+$"
+        )
+    )]
+    pub agency_urn: Option<String>,
+
+    /// Requested lifetime of each credential, 15m to 12h (agencyUrn credentials only; default 1h).
+    /// Huawei Cloud may issue a shorter one (the agency's maximum session); tcred schedules from
+    /// the expiry it returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('15m') && duration(self) <= duration('12h')")
+        .message("duration must be between 15m and 12h"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    pub duration: Option<Duration>,
+
+    /// Renew this long before expiry (at least 1m). Default: a third of the issued lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("renewBefore must be at least 1m"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    pub renew_before: Option<Duration>,
+
+    /// Renew when this percentage of the issued lifetime remains (1 to 90). Default 33.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renew_before_percentage: Option<i32>,
+
+    /// Session name recorded in Huawei Cloud audit logs. Default `<namespace>-<name>`, trimmed to
+    /// Huawei's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_+=,.@-]{2,64}$"))]
+    pub session_name: Option<String>,
+
+    /// Optional session policy (JSON, `{"Version":"5.0","Statement":[...]}`) that narrows what the
+    /// credential may do (agencyUrn credentials only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 4096))]
+    pub policy: Option<String>,
+
+    /// ServiceAccount (in this namespace) whose token tcred exchanges for credentials (webIdentity
+    /// sources only). Huawei's trust policy can pin `system:serviceaccount:<namespace>:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub service_account_name: Option<String>,
+
+    /// The Secret tcred writes.
+    #[serde(default)]
+    pub secret: SecretSpec,
+
+    /// Workloads (in this namespace) to restart when the credential rotates, for consumers that
+    /// read it once at start-up (environment variables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// Reference to a credential source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    /// `CredentialSource` (default, same namespace) or `ClusterCredentialSource`.
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Name of the source.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which kind of source a `sourceRef` names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema, Hash)]
+pub enum SourceKind {
+    #[default]
+    CredentialSource,
+    ClusterCredentialSource,
+}
+
+/// An Identity Center permission set in an account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionSetRef {
+    /// The account (domain) id the permission set is assigned in.
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9-]{1,64}$"))]
+    pub account_id: String,
+    /// The permission set's name, as listed in the user portal.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_+=,.@-]{1,32}$"))]
+    pub name: String,
+}
+
+/// The Secret tcred writes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSpec {
+    /// Name of the Secret. Default: the TemporaryCredential's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// Extra labels on the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `Delete` (default): the Secret is owned by the TemporaryCredential and deleted with it.
+    /// `Retain`: the Secret is kept when the TemporaryCredential is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What happens to the Secret when the TemporaryCredential is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// A workload to restart after a rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: RestartKind,
+    /// Name of the workload in the TemporaryCredential's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload tcred can restart.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestartKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Observed state of a TemporaryCredential. Never holds secret material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemporaryCredentialStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (reasons Issued, Rotated, RenewalFailing, Expired, Denied, InvalidSpec,
+    /// SourceNotReady, MintFailed) and `DurationAdjusted` when Huawei issued a shorter lifetime
+    /// than requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// What is minted: `<account id>/<permission set>` or the agency URN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The Secret that holds the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Access key id of the current credential (the public half only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// When the current credential expires, as issued by Huawei Cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When tcred will mint the next credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// When the current credential was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// How many credentials tcred has minted for this object.
+    #[serde(default)]
+    pub rotations: i64,
+    /// Consecutive failed mint attempts since the last success.
+    #[serde(default)]
+    pub failed_attempts: i32,
+    /// When the last mint attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// The value of the `tcred.dev/rotate` annotation tcred last honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotate_request: Option<String>,
+}

@@ -1,0 +1,134 @@
+//! The `tcred.dev/v1alpha1` API: the three kinds, their conditions, the label and annotation keys
+//! tcred owns, and CRD generation (`tcred crd`).
+
+pub mod condition;
+pub mod credential;
+pub mod source;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use credential::{
+    DeletionPolicy, PermissionSetRef, RestartKind, RolloutRestartTarget, SecretSpec, SourceKind, SourceRef,
+    TemporaryCredential, TemporaryCredentialSpec, TemporaryCredentialStatus,
+};
+pub use source::{
+    AccessKeySource, AllowedNamespaces, ClusterCredentialSource, ClusterCredentialSourceSpec,
+    CredentialSource, CredentialSourceSpec, Endpoints, IdentityCenterSource, SecretReference, SourceLimits,
+    SourceMode, SourceStatus, SourceView, WebIdentitySource,
+};
+
+/// API group of every tcred kind.
+pub const GROUP: &str = "tcred.dev";
+
+/// Labels tcred sets (contract: DESIGN §2.1).
+pub mod labels {
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "tcred";
+    /// On managed Secrets: the owning TemporaryCredential's name.
+    pub const CREDENTIAL: &str = "tcred.dev/credential";
+    /// Selector for the Secrets tcred manages (and watches).
+    pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tcred";
+}
+
+/// Annotations tcred reads and writes.
+pub mod annotations {
+    /// On a TemporaryCredential: any new value forces one rotation.
+    pub const ROTATE: &str = "tcred.dev/rotate";
+    /// On the Secret: expiry of the credential it holds (RFC 3339), mirrors status.
+    pub const EXPIRES_AT: &str = "tcred.dev/expires-at";
+    /// On the Secret: when tcred will replace it, mirrors status.
+    pub const RENEWAL_TIME: &str = "tcred.dev/renewal-time";
+    /// On the Secret: when the credential it holds was issued.
+    pub const ISSUED_AT: &str = "tcred.dev/issued-at";
+    /// On the Secret: hash of the spec fields that shape the credential; a change re-mints.
+    pub const SPEC_HASH: &str = "tcred.dev/spec-hash";
+    /// On the Secret: hash of its data as tcred wrote it; a mismatch means it was edited.
+    pub const DATA_HASH: &str = "tcred.dev/data-hash";
+    /// On restarted workloads' pod templates: when tcred restarted them.
+    pub const RESTARTED_AT: &str = "tcred.dev/restartedAt";
+}
+
+/// All CRDs, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        TemporaryCredential::crd(),
+        CredentialSource::crd(),
+        ClusterCredentialSource::crd(),
+    ]
+}
+
+/// One CRD as the YAML committed in `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(crd)
+}
+
+/// The file name a CRD is committed under in `crds/`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_in_the_group_with_category_and_status() {
+        for crd in crds() {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["tcred-all".to_owned()][..])
+            );
+            let v = &crd.spec.versions[0];
+            assert_eq!(v.name, "v1alpha1");
+            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        }
+    }
+
+    #[test]
+    fn temporary_credential_has_short_name_and_contract_columns() {
+        let crd = TemporaryCredential::crd();
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["tcred".to_owned()][..])
+        );
+        let cols: Vec<_> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority.unwrap_or(0) == 0)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(cols, ["Ready", "Source", "Target", "Expires", "Renewal", "Age"]);
+        assert_eq!(ClusterCredentialSource::crd().spec.scope, "Cluster");
+    }
+
+    #[test]
+    fn every_field_is_documented_for_kubectl_explain() {
+        fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    let p = format!("{path}.{name}");
+                    let builtin = ["metadata", "apiVersion", "kind"].contains(&name.as_str())
+                        || path.contains(".conditions")
+                        || path.contains(".selector");
+                    if prop.get("description").is_none() && !builtin {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, prop, missing);
+                }
+            }
+            if let Some(items) = v.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut missing);
+        }
+        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+    }
+}

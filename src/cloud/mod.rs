@@ -1,3 +1,15 @@
-//! Huawei Cloud: request signing, the OIDC, portal and STS clients, and error classification.
+//! Huawei Cloud: request signing, the OIDC, portal and STS clients, endpoint rules and error
+//! classification. Nothing here knows about Kubernetes.
 
+pub mod credential;
+pub mod endpoints;
+pub mod error;
+pub mod http;
+pub mod oidc;
+pub mod portal;
 pub mod signer;
+pub mod sts;
+
+pub use credential::IssuedCredential;
+pub use error::{CloudError, ErrorClass};
+pub use http::HttpClient;

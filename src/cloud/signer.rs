@@ -17,7 +17,11 @@ pub const HEADER_SECURITY_TOKEN: &str = "x-security-token";
 pub const HEADER_CONTENT_SHA256: &str = "x-sdk-content-sha256";
 
 /// RFC 3986 unreserved characters stay as they are; everything else is `%XX` (uppercase hex).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The key a request is signed with: permanent (no token) or temporary (with security token).
 #[derive(Clone, Debug)]
@@ -49,9 +53,13 @@ pub struct Signed {
 
 /// Signs `req` at time `at` (which becomes `X-Sdk-Date` unless the caller set one).
 pub fn sign(key: &AccessKey, req: &Request<'_>, at: Timestamp) -> Signed {
-    let mut headers: Vec<(String, String)> =
-        req.headers.iter().map(|(k, v)| (k.clone(), v.trim().to_owned())).collect();
-    let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.trim().to_owned()))
+        .collect();
+    let has =
+        |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
 
     if let Some(token) = &key.security_token
         && !has(&headers, HEADER_SECURITY_TOKEN)
@@ -99,7 +107,10 @@ pub fn sign(key: &AccessKey, req: &Request<'_>, at: Timestamp) -> Signed {
             signed_names.join(";")
         ),
     ));
-    Signed { query_string: canonical_query(req.query), headers }
+    Signed {
+        query_string: canonical_query(req.query),
+        headers,
+    }
 }
 
 /// JSON and BSON bodies are hashed; any other declared content type is sent as UNSIGNED-PAYLOAD.
@@ -109,7 +120,10 @@ fn is_signed_payload_type(content_type: &str) -> bool {
 }
 
 fn header_value<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Lower-cased, sorted names of every header except those containing `_` (sent, never signed)
@@ -151,7 +165,11 @@ pub fn canonical_uri(path: &str) -> String {
 pub fn canonical_query(pairs: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
     sorted.sort();
-    sorted.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// RFC 3986 encoding with uppercase hex, unreserved characters kept.
@@ -196,13 +214,17 @@ pub fn canonical_request(
 }
 
 pub fn string_to_sign(sdk_date: &str, canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{sdk_date}\n{}", hex_sha256(canonical_request.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{sdk_date}\n{}",
+        hex_sha256(canonical_request.as_bytes())
+    )
 }
 
 /// Hex HMAC-SHA256 of `string_to_sign` keyed by the secret access key.
 pub fn signature(secret: &SecretString, string_to_sign: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
     mac.update(string_to_sign.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -243,7 +265,11 @@ pub fn parse_authorization(value: &str) -> Option<Authorization> {
             _ => return None,
         }
     }
-    Some(Authorization { access: access?, signed_headers: signed?, signature: sig? })
+    Some(Authorization {
+        access: access?,
+        signed_headers: signed?,
+        signature: sig?,
+    })
 }
 
 #[cfg(test)]
@@ -256,11 +282,17 @@ mod tests {
     const DATE: &str = "20240102T030405Z";
 
     fn key(token: Option<&str>) -> AccessKey {
-        AccessKey { id: AK.into(), secret: SK.into(), security_token: token.map(Into::into) }
+        AccessKey {
+            id: AK.into(),
+            secret: SK.into(),
+            security_token: token.map(Into::into),
+        }
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn authorization(signed: &Signed) -> &str {
@@ -279,7 +311,10 @@ mod tests {
             security_token: None,
         };
         let query = pairs(&[("limit", "2"), ("marker", "13551d6b-755d-4757-b956-536f674975c0")]);
-        let headers = pairs(&[("Content-Type", "application/json"), ("X-Sdk-Date", "20191115T033655Z")]);
+        let headers = pairs(&[
+            ("Content-Type", "application/json"),
+            ("X-Sdk-Date", "20191115T033655Z"),
+        ]);
         let signed = sign(
             &key,
             &Request {
@@ -297,7 +332,10 @@ mod tests {
             "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;x-sdk-date, \
              Signature=7be6668032f70418fcc22abc52071e57aff61b84a1d2381bb430d6870f4f6ebe"
         );
-        assert_eq!(signed.query_string, "limit=2&marker=13551d6b-755d-4757-b956-536f674975c0");
+        assert_eq!(
+            signed.query_string,
+            "limit=2&marker=13551d6b-755d-4757-b956-536f674975c0"
+        );
     }
 
     #[test]
@@ -309,8 +347,10 @@ mod tests {
             ("tag", "b"),
             ("tag", "a"),
         ]);
-        let headers =
-            pairs(&[("Content-Type", "application/json"), ("X-Domain-Id", "0123456789abcdef0123456789abcdef")]);
+        let headers = pairs(&[
+            ("Content-Type", "application/json"),
+            ("X-Domain-Id", "0123456789abcdef0123456789abcdef"),
+        ]);
         let signed = sign(
             &key(None),
             &Request {
@@ -338,9 +378,14 @@ mod tests {
     fn v2_post_json_body_with_project_id() {
         let body = br#"{"agency_urn": "iam::0123456789abcdef0123456789abcdef:agency:ops-admin", "agency_session_name": "k8s-operator", "duration_seconds": 3600}"#;
         assert_eq!(body.len(), 137);
-        assert_eq!(hex_sha256(body), "e030dc17bdd394649dc012e222b2e5ca4fe0d7b43935e3e338c4a05ab2fc1fdb");
-        let headers =
-            pairs(&[("Content-Type", "application/json"), ("X-Project-Id", "fedcba9876543210fedcba9876543210")]);
+        assert_eq!(
+            hex_sha256(body),
+            "e030dc17bdd394649dc012e222b2e5ca4fe0d7b43935e3e338c4a05ab2fc1fdb"
+        );
+        let headers = pairs(&[
+            ("Content-Type", "application/json"),
+            ("X-Project-Id", "fedcba9876543210fedcba9876543210"),
+        ]);
         let signed = sign(
             &key(None),
             &Request {
@@ -381,7 +426,10 @@ mod tests {
              SignedHeaders=content-type;host;x-sdk-date;x-security-token, \
              Signature=acfa1f69865731a14b3dfde6dc3f768efc80dcff36d474b64c269ce84b88ccc5"
         );
-        assert_eq!(header_value(&signed.headers, "x-security-token"), Some("gQpjbi1ub3J0aC00EXAMPLE-TOKEN_value=="));
+        assert_eq!(
+            header_value(&signed.headers, "x-security-token"),
+            Some("gQpjbi1ub3J0aC00EXAMPLE-TOKEN_value==")
+        );
     }
 
     #[test]
@@ -424,7 +472,10 @@ mod tests {
             },
             at(),
         );
-        assert_eq!(canonical_uri("/v1/objects/my%20file%3Aname%40x~y"), "/v1/objects/my%20file%3Aname%40x~y/");
+        assert_eq!(
+            canonical_uri("/v1/objects/my%20file%3Aname%40x~y"),
+            "/v1/objects/my%20file%3Aname%40x~y/"
+        );
         assert_eq!(
             authorization(&signed),
             "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAK0000001, SignedHeaders=host;x-sdk-date, \
@@ -447,7 +498,10 @@ mod tests {
             },
             at(),
         );
-        assert_eq!(header_value(&signed.headers, "x-sdk-content-sha256"), Some(UNSIGNED_PAYLOAD));
+        assert_eq!(
+            header_value(&signed.headers, "x-sdk-content-sha256"),
+            Some(UNSIGNED_PAYLOAD)
+        );
         assert_eq!(
             authorization(&signed),
             "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAK0000001, \
@@ -500,7 +554,8 @@ mod tests {
 
     #[test]
     fn query_strings_decode_to_the_pairs_that_were_signed() {
-        let pairs = parse_query("limit=100&marker=a%20b%3Dc%26d~%2A&name=Dev%20Ops%2FAdmin%2B%C3%BC&tag=a&tag=b&e");
+        let pairs =
+            parse_query("limit=100&marker=a%20b%3Dc%26d~%2A&name=Dev%20Ops%2FAdmin%2B%C3%BC&tag=a&tag=b&e");
         assert_eq!(pairs[1], ("marker".into(), "a b=c&d~*".into()));
         assert_eq!(pairs[2], ("name".into(), "Dev Ops/Admin+ü".into()));
         assert_eq!(pairs[5], ("e".into(), String::new()));

@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod cloud;
+pub mod schedule;
 pub mod sensitive;

@@ -89,7 +89,10 @@ mod tests {
             id: &'static str,
             secret: SecretString,
         }
-        let h = Holder { id: "AK", secret: "SK-material".into() };
+        let h = Holder {
+            id: "AK",
+            secret: "SK-material".into(),
+        };
         let out = format!("{h:?} {h:#?}");
         assert!(!out.contains("SK-material"), "{out}");
     }

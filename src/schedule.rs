@@ -1,0 +1,263 @@
+//! When to renew a credential and when to retry a failed mint. Pure functions of their inputs:
+//! the same object, credential and failure count always give the same times, so a restarted or
+//! newly elected controller reaches the same schedule without any memory of its own.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use sha2::{Digest, Sha256};
+
+use crate::cloud::ErrorClass;
+
+/// Default share of the issued lifetime left when renewing: a third.
+pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: i32 = 33;
+/// Spread renewals over up to this share of the lifetime, so objects created together do not
+/// renew together.
+const SPREAD_FRACTION: f64 = 0.10;
+/// A lifetime this much shorter than requested counts as shortened by Huawei Cloud.
+const SHORTENED_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// How early to renew, from the spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenewPolicy {
+    pub renew_before: Option<Duration>,
+    pub renew_before_percentage: Option<i32>,
+}
+
+/// A planned renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub at: Timestamp,
+    /// `renewBefore` did not fit the issued lifetime and was clamped to the default share.
+    pub clamped: bool,
+}
+
+/// When to mint the next credential, given one issued at `issued_at` that expires at `expires_at`.
+///
+/// Renewal = expiry − renewBefore − spread, where the spread is a stable fraction (hash of
+/// `spread_key`, the object's UID) of up to 10% of the lifetime, never more than half of the time
+/// between issue and the renew-before point. A renewBefore as long as the lifetime is clamped to
+/// the default third: renewing immediately would loop.
+pub fn renewal_time(issued_at: Timestamp, expires_at: Timestamp, policy: RenewPolicy, spread_key: &str) -> Renewal {
+    let lifetime = positive(expires_at.duration_since(issued_at));
+    let default_before = lifetime.mul_f64(f64::from(DEFAULT_RENEW_BEFORE_PERCENTAGE) / 100.0);
+    let (before, clamped) = match (policy.renew_before, policy.renew_before_percentage) {
+        (Some(b), _) if b >= lifetime => (default_before, true),
+        (Some(b), _) => (b, false),
+        (None, Some(p)) => (lifetime.mul_f64(f64::from(p.clamp(1, 90)) / 100.0), false),
+        (None, None) => (default_before, false),
+    };
+    let room = lifetime.saturating_sub(before);
+    let spread = lifetime.mul_f64(SPREAD_FRACTION).min(room / 2).mul_f64(unit_hash(spread_key, 0));
+    let at = expires_at - signed(before) - signed(spread);
+    Renewal { at, clamped }
+}
+
+/// Whether Huawei issued noticeably less than was requested.
+pub fn lifetime_shortened(issued_at: Timestamp, expires_at: Timestamp, requested: Duration) -> bool {
+    let lifetime = positive(expires_at.duration_since(issued_at));
+    lifetime + SHORTENED_TOLERANCE < requested
+}
+
+/// Inputs to a retry decision after a failed mint.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryInput<'a> {
+    /// Consecutive failures including this one (1 for the first).
+    pub attempt: u32,
+    pub class: ErrorClass,
+    pub retry_after: Option<Duration>,
+    /// Validity left on the credential the Secret holds; `None` when it holds none.
+    pub remaining_validity: Option<Duration>,
+    /// Stable per-object key for the jitter (the UID).
+    pub jitter_key: &'a str,
+}
+
+/// First retry after a transient failure (throttled, server, network).
+const TRANSIENT_BASE: Duration = Duration::from_secs(5);
+/// First retry after a failure that needs someone to change something (auth, not found, invalid).
+const PERMANENT_BASE: Duration = Duration::from_secs(30);
+/// Longest wait between attempts.
+const MAX_DELAY: Duration = Duration::from_secs(600);
+/// Five bad signatures in a row lock a Huawei access key for five minutes: never retry auth
+/// failures faster than this, whatever else applies.
+const AUTH_FLOOR: Duration = Duration::from_secs(60);
+/// While a credential is still valid, wait at most this share of its remaining validity, so a
+/// recovering Huawei Cloud gets several attempts before expiry.
+const VALIDITY_FRACTION: f64 = 0.25;
+const MIN_DELAY: Duration = Duration::from_secs(1);
+
+/// How long to wait before the next mint attempt: exponential backoff with equal jitter, capped by
+/// a quarter of the remaining validity, and never sooner than the server's Retry-After.
+pub fn retry_delay(input: RetryInput<'_>) -> Duration {
+    let base = if input.class.is_transient() { TRANSIENT_BASE } else { PERMANENT_BASE };
+    let exp = input.attempt.saturating_sub(1).min(16);
+    let ceiling = base.saturating_mul(1 << exp).min(MAX_DELAY);
+    // Equal jitter: half fixed, half random (stable per object and attempt).
+    let mut delay = ceiling / 2 + (ceiling / 2).mul_f64(unit_hash(input.jitter_key, u64::from(input.attempt)));
+    if let Some(remaining) = input.remaining_validity {
+        delay = delay.min(remaining.mul_f64(VALIDITY_FRACTION));
+    }
+    if input.class == ErrorClass::Auth {
+        delay = delay.max(AUTH_FLOOR);
+    }
+    if let Some(after) = input.retry_after {
+        delay = delay.max(after.min(MAX_DELAY));
+    }
+    delay.max(MIN_DELAY)
+}
+
+/// A stable number in [0, 1) from `key` and `salt`.
+fn unit_hash(key: &str, salt: u64) -> f64 {
+    let digest = Sha256::new().chain_update(key.as_bytes()).chain_update(salt.to_be_bytes()).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 53 bits: exactly representable in an f64.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn positive(d: SignedDuration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// `later − earlier` as a std duration, zero when `later` is not later.
+pub fn until(earlier: Timestamp, later: Timestamp) -> Duration {
+    positive(later.duration_since(earlier))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+    const H: i64 = 3600;
+    const UIDS: [&str; 4] = ["uid-a", "uid-b", "0f8e2c1a-7a4d-4f63-9c1e-5a1f6b7c8d9e", ""];
+
+    #[test]
+    fn renews_a_third_of_the_lifetime_before_expiry_minus_a_bounded_spread() {
+        for uid in UIDS {
+            let r = renewal_time(t(0), t(H), RenewPolicy::default(), uid);
+            assert!(!r.clamped);
+            let before_expiry = H - r.at.as_second();
+            // 33% of 3600 = 1188 s, plus up to 10% (360 s) spread.
+            assert!((1188..=1188 + 360).contains(&before_expiry), "{uid}: {before_expiry}");
+        }
+    }
+
+    #[test]
+    fn the_spread_is_stable_per_object_and_differs_between_objects() {
+        let a1 = renewal_time(t(0), t(H), RenewPolicy::default(), "uid-a");
+        let a2 = renewal_time(t(0), t(H), RenewPolicy::default(), "uid-a");
+        let b = renewal_time(t(0), t(H), RenewPolicy::default(), "uid-b");
+        assert_eq!(a1, a2);
+        assert_ne!(a1.at, b.at);
+    }
+
+    #[test]
+    fn a_thousand_objects_created_together_spread_their_renewals() {
+        let mut times: Vec<i64> = (0..1000)
+            .map(|i| renewal_time(t(0), t(H), RenewPolicy::default(), &format!("uid-{i}")).at.as_second())
+            .collect();
+        times.sort_unstable();
+        times.dedup();
+        // 360 s of spread, one-second resolution: nearly every second is used.
+        assert!(times.len() > 300, "only {} distinct renewal seconds", times.len());
+    }
+
+    #[test]
+    fn renews_before_expiry_when_lifetime_shorter_than_requested() {
+        // 1h asked, 30 s issued: schedule from the 30 s actually issued.
+        let r = renewal_time(t(1000), t(1030), RenewPolicy::default(), "uid-a");
+        assert!(r.at > t(1000) && r.at < t(1030), "{}", r.at);
+        assert!(lifetime_shortened(t(1000), t(1030), Duration::from_secs(3600)));
+        assert!(!lifetime_shortened(t(1000), t(1000 + H - 2), Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn renew_before_longer_than_the_lifetime_is_clamped_instead_of_looping() {
+        let policy = RenewPolicy { renew_before: Some(Duration::from_secs(2 * H as u64)), ..Default::default() };
+        let r = renewal_time(t(0), t(H), policy, "uid-a");
+        assert!(r.clamped);
+        assert!(r.at > t(0) + SignedDuration::from_secs(H / 2), "{}", r.at);
+    }
+
+    #[test]
+    fn explicit_renew_before_and_percentage_are_honoured() {
+        let policy = RenewPolicy { renew_before: Some(Duration::from_secs(600)), ..Default::default() };
+        let r = renewal_time(t(0), t(H), policy, "uid-a");
+        assert!((H - 600 - 360..=H - 600).contains(&r.at.as_second()));
+
+        let policy = RenewPolicy { renew_before_percentage: Some(90), ..Default::default() };
+        for uid in UIDS {
+            let r = renewal_time(t(0), t(H), policy, uid);
+            // 90% before expiry = 360 s after issue; the spread may take at most half of that.
+            assert!((180..=360).contains(&r.at.as_second()), "{uid}: {}", r.at);
+        }
+    }
+
+    #[test]
+    fn renewal_is_always_after_issue_and_before_expiry() {
+        for lifetime in [1, 2, 30, 900, H, 12 * H] {
+            for pct in [None, Some(1), Some(50), Some(90)] {
+                for uid in UIDS {
+                    let policy = RenewPolicy { renew_before_percentage: pct, ..Default::default() };
+                    let r = renewal_time(t(0), t(lifetime), policy, uid);
+                    assert!(r.at >= t(0) && r.at < t(lifetime), "lifetime {lifetime} pct {pct:?}: {}", r.at);
+                }
+            }
+        }
+    }
+
+    fn retry(attempt: u32, class: ErrorClass) -> RetryInput<'static> {
+        RetryInput { attempt, class, retry_after: None, remaining_validity: None, jitter_key: "uid-a" }
+    }
+
+    #[test]
+    fn transient_failures_back_off_exponentially_with_jitter() {
+        let d: Vec<Duration> = (1..=8).map(|a| retry_delay(retry(a, ErrorClass::Server))).collect();
+        assert!(d[0] >= Duration::from_millis(2500) && d[0] <= Duration::from_secs(5), "{d:?}");
+        for w in d.windows(2) {
+            // each ceiling doubles; with equal jitter the next delay is at least the previous floor
+            assert!(w[1] * 2 >= w[0], "{d:?}");
+        }
+        assert!(d[7] <= MAX_DELAY);
+        assert!(retry_delay(retry(40, ErrorClass::Network)) <= MAX_DELAY);
+    }
+
+    #[test]
+    fn backoff_never_exceeds_a_quarter_of_the_remaining_validity() {
+        let input = RetryInput { remaining_validity: Some(Duration::from_secs(40)), ..retry(9, ErrorClass::Server) };
+        assert!(retry_delay(input) <= Duration::from_secs(10));
+        let input = RetryInput { remaining_validity: Some(Duration::ZERO), ..retry(9, ErrorClass::Server) };
+        assert_eq!(retry_delay(input), MIN_DELAY);
+    }
+
+    #[test]
+    fn retry_after_is_respected_even_when_validity_is_short() {
+        let input = RetryInput {
+            retry_after: Some(Duration::from_secs(20)),
+            remaining_validity: Some(Duration::from_secs(40)),
+            ..retry(1, ErrorClass::Throttled)
+        };
+        assert_eq!(retry_delay(input), Duration::from_secs(20));
+        let absurd = RetryInput { retry_after: Some(Duration::from_secs(86_400)), ..retry(1, ErrorClass::Throttled) };
+        assert_eq!(retry_delay(absurd), MAX_DELAY);
+    }
+
+    #[test]
+    fn auth_failures_wait_at_least_a_minute_to_avoid_key_lockout() {
+        let input = RetryInput { remaining_validity: Some(Duration::from_secs(30)), ..retry(1, ErrorClass::Auth) };
+        assert_eq!(retry_delay(input), AUTH_FLOOR);
+        assert!(retry_delay(retry(1, ErrorClass::NotFound)) >= Duration::from_secs(15));
+    }
+
+    #[test]
+    fn retry_delays_are_stable_for_the_same_object_and_attempt() {
+        assert_eq!(retry_delay(retry(3, ErrorClass::Server)), retry_delay(retry(3, ErrorClass::Server)));
+    }
+}

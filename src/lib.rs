@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod cloud;
+pub mod controller;
 pub mod schedule;
 pub mod sensitive;

@@ -50,6 +50,9 @@ pub fn renewal_time(issued_at: Timestamp, expires_at: Timestamp, policy: RenewPo
     let room = lifetime.saturating_sub(before);
     let spread = lifetime.mul_f64(SPREAD_FRACTION).min(room / 2).mul_f64(unit_hash(spread_key, 0));
     let at = expires_at - signed(before) - signed(spread);
+    // Whole seconds: the time is written to annotations and status at that precision, and a
+    // schedule read back from them must equal the one computed here.
+    let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
     Renewal { at, clamped }
 }
 

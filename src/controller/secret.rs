@@ -1,0 +1,351 @@
+//! The managed Secret: building it from an issued credential (pure), reading back what a live
+//! Secret holds, and the hashes that tell a restarted controller whether it is still good.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    api::{DeletionPolicy, TemporaryCredential, annotations, labels},
+    cloud::IssuedCredential,
+};
+
+/// Secret keys (contract: DESIGN §2.4).
+pub mod keys {
+    pub const ACCESS_KEY: &str = "HUAWEICLOUD_SDK_AK";
+    pub const SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";
+    pub const SECURITY_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
+    pub const EXPIRES_AT: &str = "HUAWEICLOUD_SDK_EXPIRES_AT";
+    pub const CREDENTIALS_FILE: &str = "credentials";
+    pub const ALL: [&str; 5] = [ACCESS_KEY, SECRET_KEY, SECURITY_TOKEN, EXPIRES_AT, CREDENTIALS_FILE];
+}
+
+/// Annotation: hash of the Secret template (labels, annotations, deletion policy) last applied.
+const TEMPLATE_HASH: &str = "tcred.dev/template-hash";
+
+/// The Secret's name for a TemporaryCredential.
+pub fn secret_name(tc: &TemporaryCredential) -> String {
+    tc.spec.secret.name.clone().unwrap_or_else(|| tc.name_any())
+}
+
+/// Hash of the spec fields that shape the credential itself. A change means the Secret holds a
+/// credential for something no longer asked for, so it is re-minted. (Renewal timing and the
+/// Secret's metadata are not in it: changing them re-schedules or re-labels without minting.)
+pub fn spec_hash(tc: &TemporaryCredential) -> String {
+    let s = &tc.spec;
+    let shaping = json!({
+        "sourceRef": s.source_ref,
+        "permissionSet": s.permission_set,
+        "agencyUrn": s.agency_urn,
+        "duration": s.duration.map(|d| std::time::Duration::from(d).as_secs()),
+        "policy": s.policy,
+        "sessionName": s.session_name,
+        "serviceAccountName": s.service_account_name,
+    });
+    short_hash(shaping.to_string().as_bytes())
+}
+
+fn template_hash(tc: &TemporaryCredential) -> String {
+    let t = &tc.spec.secret;
+    short_hash(json!({"labels": t.labels, "annotations": t.annotations, "deletionPolicy": t.deletion_policy}).to_string().as_bytes())
+}
+
+fn short_hash(data: &[u8]) -> String {
+    hex::encode(&Sha256::digest(data)[..12])
+}
+
+/// Hash of the Secret's data, to detect edits. A one-way hash of high-entropy keys; it reveals
+/// nothing about them.
+pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tcred-secret-data-v1");
+    for (k, v) in data {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.0.len() as u64).to_be_bytes());
+        h.update(&v.0);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The INI file for `HUAWEICLOUD_SDK_CREDENTIALS_FILE`. The SDK's explicit providers read
+/// `[basic]`/`[global]`, its default chain `[basiccredentials]`/`[globalcredentials]`: all four.
+pub fn credentials_ini(c: &IssuedCredential) -> String {
+    let mut out = String::new();
+    for section in ["basic", "global", "basiccredentials", "globalcredentials"] {
+        out.push_str(&format!(
+            "[{section}]\nak = {}\nsk = {}\nsecurity_token = {}\n\n",
+            c.access_key_id,
+            c.secret_access_key.expose(),
+            c.security_token.expose()
+        ));
+    }
+    out
+}
+
+/// RFC 3339 UTC with second precision, the form written to the Secret and annotations.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// When the credential in a Secret was issued and when it is to be renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Times {
+    pub issued_at: Timestamp,
+    pub renewal_at: Timestamp,
+}
+
+/// The Secret holding `cred`: every key written in one object, so readers never mix credentials.
+pub fn build(tc: &TemporaryCredential, cred: &IssuedCredential, times: Times) -> Secret {
+    let mut data = BTreeMap::new();
+    let put = |data: &mut BTreeMap<String, ByteString>, k: &str, v: &str| {
+        data.insert(k.to_owned(), ByteString(v.as_bytes().to_vec()));
+    };
+    put(&mut data, keys::ACCESS_KEY, &cred.access_key_id);
+    put(&mut data, keys::SECRET_KEY, cred.secret_access_key.expose());
+    put(&mut data, keys::SECURITY_TOKEN, cred.security_token.expose());
+    put(&mut data, keys::EXPIRES_AT, &rfc3339(cred.expires_at));
+    put(&mut data, keys::CREDENTIALS_FILE, &credentials_ini(cred));
+    with_data(tc, data, cred.expires_at, times)
+}
+
+/// The Secret for `tc` carrying `data` unchanged (for refreshing labels and annotations
+/// without minting).
+pub fn with_data(
+    tc: &TemporaryCredential,
+    data: BTreeMap<String, ByteString>,
+    expires_at: Timestamp,
+    times: Times,
+) -> Secret {
+    let template = &tc.spec.secret;
+    let mut labels_out = template.labels.clone();
+    labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+    labels_out.insert(labels::CREDENTIAL.into(), tc.name_any());
+
+    let mut ann = template.annotations.clone();
+    ann.insert(annotations::EXPIRES_AT.into(), rfc3339(expires_at));
+    ann.insert(annotations::RENEWAL_TIME.into(), rfc3339(times.renewal_at));
+    ann.insert(annotations::ISSUED_AT.into(), rfc3339(times.issued_at));
+    ann.insert(annotations::SPEC_HASH.into(), spec_hash(tc));
+    ann.insert(annotations::DATA_HASH.into(), data_hash(&data));
+    ann.insert(TEMPLATE_HASH.into(), template_hash(tc));
+
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(tc)),
+            namespace: tc.namespace(),
+            labels: Some(labels_out),
+            annotations: Some(ann),
+            owner_references: owner_references(tc),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn owner_references(tc: &TemporaryCredential) -> Option<Vec<OwnerReference>> {
+    match tc.spec.secret.deletion_policy {
+        DeletionPolicy::Delete => tc.controller_owner_ref(&()).map(|o| vec![o]),
+        DeletionPolicy::Retain => None,
+    }
+}
+
+/// What the live Secret holds, as far as planning is concerned. Never carries secret material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    Missing,
+    /// A Secret of that name exists but is not tcred's for this TemporaryCredential.
+    Foreign,
+    Managed(ManagedSecret),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedSecret {
+    /// All keys present and the data hash matches: nobody edited it.
+    pub intact: bool,
+    pub spec_hash_matches: bool,
+    /// Labels, annotations and owner references are what the spec asks for.
+    pub metadata_current: bool,
+    pub access_key_id: Option<String>,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Reads the live Secret (or its absence) against what `tc` expects.
+pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
+    let Some(secret) = secret else { return Observed::Missing };
+    let l = secret.labels();
+    if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE)
+        || l.get(labels::CREDENTIAL) != Some(&tc.name_any())
+    {
+        return Observed::Foreign;
+    }
+    let ann = secret.annotations();
+    let empty = BTreeMap::new();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+    let all_keys = keys::ALL.iter().all(|k| data.get(*k).is_some_and(|v| !v.0.is_empty()));
+    let intact = all_keys && ann.get(annotations::DATA_HASH) == Some(&data_hash(data));
+    let metadata_current = ann.get(TEMPLATE_HASH) == Some(&template_hash(tc))
+        && secret.metadata.owner_references.clone().unwrap_or_default() == owner_references(tc).unwrap_or_default();
+    Observed::Managed(ManagedSecret {
+        intact,
+        spec_hash_matches: ann.get(annotations::SPEC_HASH) == Some(&spec_hash(tc)),
+        metadata_current,
+        access_key_id: data.get(keys::ACCESS_KEY).map(|v| String::from_utf8_lossy(&v.0).into_owned()),
+        issued_at: time(annotations::ISSUED_AT),
+        expires_at: time(annotations::EXPIRES_AT),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{SourceRef, TemporaryCredentialSpec},
+        controller::fixtures::{credential, tc},
+    };
+
+    fn times() -> Times {
+        Times { issued_at: Timestamp::from_second(1_000).unwrap(), renewal_at: Timestamp::from_second(2_000).unwrap() }
+    }
+
+    #[test]
+    fn secret_holds_every_contract_key_from_one_credential() {
+        let s = build(&tc("billing"), &credential("AKID1", 3_600), times());
+        let data = s.data.as_ref().unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(text(keys::ACCESS_KEY), "AKID1");
+        assert_eq!(text(keys::SECRET_KEY), "SK-for-AKID1");
+        assert_eq!(text(keys::SECURITY_TOKEN), "token-for-AKID1");
+        assert_eq!(text(keys::EXPIRES_AT), "1970-01-01T01:00:00Z");
+        let ini = text(keys::CREDENTIALS_FILE);
+        for section in ["[basic]", "[global]", "[basiccredentials]", "[globalcredentials]"] {
+            assert!(ini.contains(&format!("{section}\nak = AKID1\nsk = SK-for-AKID1\nsecurity_token = token-for-AKID1\n")), "{ini}");
+        }
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert_eq!(s.metadata.name.as_deref(), Some("billing"));
+    }
+
+    #[test]
+    fn secret_carries_labels_annotations_and_owner_reference() {
+        let mut t = tc("billing");
+        t.spec.secret.labels.insert("team".into(), "a".into());
+        t.spec.secret.annotations.insert("note".into(), "x".into());
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        let l = s.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[labels::MANAGED_BY], "tcred");
+        assert_eq!(l[labels::CREDENTIAL], "billing");
+        assert_eq!(l["team"], "a");
+        let a = s.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[annotations::EXPIRES_AT], "1970-01-01T01:00:00Z");
+        assert_eq!(a[annotations::RENEWAL_TIME], "1970-01-01T00:33:20Z");
+        assert_eq!(a["note"], "x");
+        let owners = s.metadata.owner_references.unwrap();
+        assert_eq!(owners[0].kind, "TemporaryCredential");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+
+    #[test]
+    fn retain_policy_leaves_the_secret_unowned() {
+        let mut t = tc("billing");
+        t.spec.secret.deletion_policy = DeletionPolicy::Retain;
+        assert!(build(&t, &credential("AKID1", 3_600), times()).metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn user_labels_cannot_take_over_the_managed_labels() {
+        let mut t = tc("billing");
+        t.spec.secret.labels.insert(labels::MANAGED_BY.into(), "someone-else".into());
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        assert_eq!(s.metadata.labels.unwrap()[labels::MANAGED_BY], "tcred");
+    }
+
+    #[test]
+    fn a_secret_tcred_built_reads_back_as_intact_and_current() {
+        let t = tc("billing");
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!("not managed") };
+        assert!(m.intact && m.spec_hash_matches && m.metadata_current);
+        assert_eq!(m.access_key_id.as_deref(), Some("AKID1"));
+        assert_eq!(m.expires_at, Some(Timestamp::from_second(3_600).unwrap()));
+        assert_eq!(m.issued_at, Some(times().issued_at));
+    }
+
+    #[test]
+    fn an_edited_secret_is_not_intact() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data.as_mut().unwrap().insert(keys::SECRET_KEY.into(), ByteString(b"tampered".to_vec()));
+        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!() };
+        assert!(!m.intact);
+
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data.as_mut().unwrap().remove(keys::CREDENTIALS_FILE);
+        s.metadata.annotations.as_mut().unwrap().insert(annotations::DATA_HASH.into(), data_hash(s.data.as_ref().unwrap()));
+        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!() };
+        assert!(!m.intact, "a missing key is not intact even with a matching hash");
+    }
+
+    #[test]
+    fn spec_changes_that_shape_the_credential_change_the_hash_and_others_do_not() {
+        let base = tc("billing");
+        let mut other_agency = base.clone();
+        other_agency.spec.agency_urn = Some("iam::0123:agency:other".into());
+        assert_ne!(spec_hash(&base), spec_hash(&other_agency));
+
+        let mut renew = base.clone();
+        renew.spec.renew_before_percentage = Some(50);
+        renew.spec.secret.labels.insert("x".into(), "y".into());
+        assert_eq!(spec_hash(&base), spec_hash(&renew));
+
+        let s = build(&base, &credential("AKID1", 3_600), times());
+        let Observed::Managed(m) = observe(&renew, Some(&s)) else { panic!() };
+        assert!(m.spec_hash_matches && !m.metadata_current);
+    }
+
+    #[test]
+    fn secrets_tcred_does_not_manage_are_foreign() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.metadata.labels = None;
+        assert_eq!(observe(&t, Some(&s)), Observed::Foreign);
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.metadata.labels.as_mut().unwrap().insert(labels::CREDENTIAL.into(), "another".into());
+        assert_eq!(observe(&t, Some(&s)), Observed::Foreign);
+        assert_eq!(observe(&t, None), Observed::Missing);
+    }
+
+    #[test]
+    fn secret_name_defaults_to_the_credential_name() {
+        let mut t = TemporaryCredential::new(
+            "billing",
+            TemporaryCredentialSpec {
+                source_ref: SourceRef { kind: Default::default(), name: "corp".into() },
+                permission_set: None,
+                agency_urn: Some("iam::0123:agency:x".into()),
+                duration: None,
+                renew_before: None,
+                renew_before_percentage: None,
+                session_name: None,
+                policy: None,
+                service_account_name: None,
+                secret: Default::default(),
+                rollout_restart_targets: vec![],
+            },
+        );
+        assert_eq!(secret_name(&t), "billing");
+        t.spec.secret.name = Some("billing-creds".into());
+        assert_eq!(secret_name(&t), "billing-creds");
+    }
+}

@@ -1,0 +1,355 @@
+//! The TemporaryCredential status for each outcome of a reconcile, as pure functions of the
+//! previous status and what happened. Conditions walk Ready → RenewalFailing → Expired.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::authorize::Problem;
+use crate::{
+    api::{
+        TemporaryCredentialStatus,
+        condition::{ConditionUpdate, find, reasons, remove_condition, set_condition, types},
+    },
+    cloud::CloudError,
+    schedule::Renewal,
+};
+
+/// What every outcome shares.
+#[derive(Clone, Debug)]
+pub struct Base<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub prev: &'a TemporaryCredentialStatus,
+    /// `None` when the spec names no valid target.
+    pub target: Option<String>,
+    pub secret_name: String,
+}
+
+impl Base<'_> {
+    fn start(&self) -> TemporaryCredentialStatus {
+        TemporaryCredentialStatus {
+            observed_generation: self.generation,
+            target: self.target.clone(),
+            secret_name: Some(self.secret_name.clone()),
+            ..self.prev.clone()
+        }
+    }
+
+    fn ready(&self, s: &mut TemporaryCredentialStatus, status: bool, reason: &str, message: String) {
+        set_condition(
+            &mut s.conditions,
+            ConditionUpdate { type_: types::READY, status, reason, message },
+            self.generation,
+            self.now,
+        );
+    }
+}
+
+/// A credential was just minted and written.
+#[derive(Clone, Debug)]
+pub struct Minted<'a> {
+    pub access_key_id: &'a str,
+    pub expires_at: Timestamp,
+    pub renewal: Renewal,
+    /// Requested lifetime when Huawei issued noticeably less (STS sources).
+    pub shortened_from: Option<std::time::Duration>,
+    pub rotate_request: Option<&'a str>,
+}
+
+pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    s.access_key_id = Some(m.access_key_id.to_owned());
+    s.expires_at = Some(Time(m.expires_at));
+    s.renewal_time = Some(Time(m.renewal.at));
+    s.last_rotation_time = Some(Time(base.now));
+    s.rotations = base.prev.rotations + 1;
+    s.failed_attempts = 0;
+    s.last_failure_time = None;
+    if m.rotate_request.is_some() {
+        s.last_rotate_request = m.rotate_request.map(str::to_owned);
+    }
+    let (reason, verb) = if base.prev.rotations == 0 { (reasons::ISSUED, "issued") } else { (reasons::ROTATED, "rotated") };
+    base.ready(
+        &mut s,
+        true,
+        reason,
+        format!(
+            "credential {} {verb}; valid until {}, renewal at {}",
+            m.access_key_id,
+            fmt(m.expires_at),
+            fmt(m.renewal.at)
+        ),
+    );
+    duration_adjusted(base, &mut s, m.shortened_from, m.renewal.clamped, m.expires_at);
+    s
+}
+
+fn duration_adjusted(
+    base: &Base<'_>,
+    s: &mut TemporaryCredentialStatus,
+    shortened_from: Option<std::time::Duration>,
+    clamped: bool,
+    expires_at: Timestamp,
+) {
+    let update = match (shortened_from, clamped) {
+        (Some(requested), _) => Some(ConditionUpdate {
+            type_: types::DURATION_ADJUSTED,
+            status: true,
+            reason: reasons::LIFETIME_SHORTENED,
+            message: format!(
+                "requested {}s, Huawei Cloud issued a credential valid until {} (the agency's maximum session may be shorter); renewals follow the issued expiry",
+                requested.as_secs(),
+                fmt(expires_at)
+            ),
+        }),
+        (None, true) => Some(ConditionUpdate {
+            type_: types::DURATION_ADJUSTED,
+            status: true,
+            reason: reasons::RENEW_BEFORE_CLAMPED,
+            message: "renewBefore is not shorter than the issued lifetime; renewing when a third of it remains".into(),
+        }),
+        (None, false) => None,
+    };
+    match update {
+        Some(u) => set_condition(&mut s.conditions, u, base.generation, base.now),
+        None => remove_condition(&mut s.conditions, types::DURATION_ADJUSTED),
+    }
+}
+
+/// The Secret is good and nothing is due.
+pub fn after_keep(
+    base: &Base<'_>,
+    access_key_id: Option<&str>,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    renewal: Renewal,
+) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    s.access_key_id = access_key_id.map(str::to_owned).or(s.access_key_id);
+    s.expires_at = Some(Time(expires_at));
+    s.renewal_time = Some(Time(renewal.at));
+    s.last_rotation_time = s.last_rotation_time.or(Some(Time(issued_at)));
+    s.failed_attempts = 0;
+    s.last_failure_time = None;
+    // Keep the Issued/Rotated reason a mint set; a status rebuilt from the Secret says Issued.
+    let reason = match find(&s.conditions, types::READY) {
+        Some(c) if c.status == "True" => {
+            if c.reason == reasons::ROTATED { reasons::ROTATED } else { reasons::ISSUED }
+        }
+        _ if s.rotations > 1 => reasons::ROTATED,
+        _ => reasons::ISSUED,
+    };
+    let ak = access_key_id.unwrap_or("in the Secret");
+    base.ready(&mut s, true, reason, format!("credential {ak} valid until {}, renewal at {}", fmt(expires_at), fmt(renewal.at)));
+    if renewal.clamped {
+        duration_adjusted(base, &mut s, None, true, expires_at);
+    } else if find(&s.conditions, types::DURATION_ADJUSTED).is_some_and(|c| c.reason == reasons::RENEW_BEFORE_CLAMPED) {
+        remove_condition(&mut s.conditions, types::DURATION_ADJUSTED);
+    }
+    s
+}
+
+/// A mint attempt failed; the next one is at `retry_at`. `secret_expires_at` is the expiry of the
+/// credential the Secret still holds, if any.
+pub fn after_failure(
+    base: &Base<'_>,
+    error: &CloudError,
+    retry_at: Timestamp,
+    secret_expires_at: Option<Timestamp>,
+) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    s.failed_attempts = base.prev.failed_attempts.saturating_add(1);
+    s.last_failure_time = Some(Time(base.now));
+    s.renewal_time = Some(Time(retry_at));
+    s.expires_at = secret_expires_at.map(Time);
+    let attempt = s.failed_attempts;
+    let class = error.class().label();
+    let (reason, message) = match secret_expires_at {
+        Some(exp) if exp > base.now => (
+            reasons::RENEWAL_FAILING,
+            format!(
+                "renewal failing ({class}, attempt {attempt}): {error}; the Secret keeps the current credential, valid until {}; next attempt at {}",
+                fmt(exp),
+                fmt(retry_at)
+            ),
+        ),
+        Some(exp) => (
+            reasons::EXPIRED,
+            format!(
+                "the credential in the Secret expired at {}; renewal failing ({class}, attempt {attempt}): {error}; next attempt at {}",
+                fmt(exp),
+                fmt(retry_at)
+            ),
+        ),
+        None => (
+            reasons::MINT_FAILED,
+            format!("minting failed ({class}, attempt {attempt}): {error}; next attempt at {}", fmt(retry_at)),
+        ),
+    };
+    base.ready(&mut s, false, reason, message);
+    s
+}
+
+/// A mint is due but held back by the backoff of an earlier failure. Moves the condition to
+/// Expired once the held credential runs out.
+pub fn during_backoff(base: &Base<'_>, secret_expires_at: Option<Timestamp>) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    if let Some(exp) = secret_expires_at
+        && exp <= base.now
+        && find(&s.conditions, types::READY).is_some_and(|c| c.reason == reasons::RENEWAL_FAILING)
+    {
+        let retry = s.renewal_time.as_ref().map(|t| fmt(t.0)).unwrap_or_default();
+        let attempts = s.failed_attempts;
+        base.ready(
+            &mut s,
+            false,
+            reasons::EXPIRED,
+            format!(
+                "the credential in the Secret expired at {}; renewal still failing after {} attempts; next attempt at {retry}",
+                fmt(exp),
+                attempts
+            ),
+        );
+    }
+    s
+}
+
+/// Nothing can be minted until someone fixes the spec, the source or a policy.
+pub fn after_problem(base: &Base<'_>, problem: &Problem, secret_expires_at: Option<Timestamp>) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    s.renewal_time = None;
+    s.expires_at = secret_expires_at.map(Time);
+    let mut message = problem.message.clone();
+    if let Some(exp) = secret_expires_at.filter(|e| *e > base.now) {
+        message.push_str(&format!("; the Secret keeps the current credential, valid until {}", fmt(exp)));
+    }
+    base.ready(&mut s, false, problem.reason, message);
+    s
+}
+
+/// The Ready condition's reason, for deciding when a transition deserves an Event.
+pub fn ready_reason(s: &TemporaryCredentialStatus) -> Option<&str> {
+    find(&s.conditions, types::READY).map(|c| c.reason.as_str())
+}
+
+fn fmt(t: Timestamp) -> String {
+    super::secret::rfc3339(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn base(now: i64, prev: &TemporaryCredentialStatus) -> Base<'_> {
+        Base { now: t(now), generation: Some(3), prev, target: Some("iam::acct:agency:ops".into()), secret_name: "billing".into() }
+    }
+
+    fn ready(s: &TemporaryCredentialStatus) -> (&str, &str) {
+        let c = find(&s.conditions, types::READY).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn server_error() -> CloudError {
+        CloudError::Api {
+            operation: "AssumeAgency",
+            status: 503,
+            code: None,
+            message: "unavailable".into(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    fn minted(prev: &TemporaryCredentialStatus, now: i64) -> TemporaryCredentialStatus {
+        after_mint(&base(now, prev), &Minted {
+            access_key_id: "AK1",
+            expires_at: t(now + 3600),
+            renewal: Renewal { at: t(now + 2400), clamped: false },
+            shortened_from: None,
+            rotate_request: None,
+        })
+    }
+
+    #[test]
+    fn a_first_mint_is_issued_and_the_next_ones_rotated() {
+        let s1 = minted(&Default::default(), 0);
+        assert_eq!(ready(&s1), ("True", reasons::ISSUED));
+        assert_eq!(s1.rotations, 1);
+        assert_eq!(s1.observed_generation, Some(3));
+        assert_eq!(s1.access_key_id.as_deref(), Some("AK1"));
+        let s2 = minted(&s1, 2400);
+        assert_eq!(ready(&s2), ("True", reasons::ROTATED));
+        assert_eq!(s2.rotations, 2);
+        assert_eq!(s2.last_rotation_time, Some(Time(t(2400))));
+    }
+
+    #[test]
+    fn failures_walk_from_renewal_failing_to_expired_and_recover() {
+        let ok = minted(&Default::default(), 0);
+        let f1 = after_failure(&base(2400, &ok), &server_error(), t(2405), Some(t(3600)));
+        assert_eq!(ready(&f1), ("False", reasons::RENEWAL_FAILING));
+        assert_eq!(f1.failed_attempts, 1);
+        assert_eq!(f1.renewal_time, Some(Time(t(2405))));
+        assert_eq!(f1.expires_at, Some(Time(t(3600))), "status keeps the expiry of what the Secret holds");
+        let msg = &find(&f1.conditions, types::READY).unwrap().message;
+        assert!(msg.contains("server") && msg.contains("attempt 1") && msg.contains("valid until"), "{msg}");
+
+        let waiting = during_backoff(&base(3700, &f1), Some(t(3600)));
+        assert_eq!(ready(&waiting), ("False", reasons::EXPIRED));
+
+        let f2 = after_failure(&base(3700, &waiting), &server_error(), t(3710), Some(t(3600)));
+        assert_eq!(ready(&f2), ("False", reasons::EXPIRED));
+        assert_eq!(f2.failed_attempts, 2);
+
+        let back = minted(&f2, 3710);
+        assert_eq!(ready(&back), ("True", reasons::ROTATED));
+        assert_eq!(back.failed_attempts, 0);
+        assert_eq!(back.last_failure_time, None);
+    }
+
+    #[test]
+    fn a_credential_that_never_minted_reports_mint_failed() {
+        let f = after_failure(&base(0, &Default::default()), &server_error(), t(5), None);
+        assert_eq!(ready(&f), ("False", reasons::MINT_FAILED));
+    }
+
+    #[test]
+    fn shortened_lifetimes_and_clamped_renew_before_are_reported_and_cleared() {
+        let s = after_mint(&base(0, &Default::default()), &Minted {
+            access_key_id: "AK1",
+            expires_at: t(30),
+            renewal: Renewal { at: t(20), clamped: false },
+            shortened_from: Some(Duration::from_secs(3600)),
+            rotate_request: Some("r1"),
+        });
+        let c = find(&s.conditions, types::DURATION_ADJUSTED).unwrap();
+        assert_eq!(c.reason, reasons::LIFETIME_SHORTENED);
+        assert_eq!(s.last_rotate_request.as_deref(), Some("r1"));
+        let s2 = minted(&s, 20);
+        assert!(find(&s2.conditions, types::DURATION_ADJUSTED).is_none());
+    }
+
+    #[test]
+    fn keeping_a_good_secret_is_idempotent() {
+        let ok = minted(&Default::default(), 0);
+        let k1 = after_keep(&base(100, &ok), Some("AK1"), t(0), t(3600), Renewal { at: t(2400), clamped: false });
+        let k2 = after_keep(&base(200, &k1), Some("AK1"), t(0), t(3600), Renewal { at: t(2400), clamped: false });
+        assert_eq!(k1, k2, "an unchanged world yields an unchanged status, so no write");
+        assert_eq!(ready(&k1), ("True", reasons::ISSUED));
+    }
+
+    #[test]
+    fn problems_keep_the_expiry_of_the_credential_still_held() {
+        let ok = minted(&Default::default(), 0);
+        let p = after_problem(&base(100, &ok), &Problem::new(reasons::DENIED, "namespace team-a is not allowed"), Some(t(3600)));
+        assert_eq!(ready(&p), ("False", reasons::DENIED));
+        assert_eq!(p.renewal_time, None);
+        assert!(find(&p.conditions, types::READY).unwrap().message.contains("valid until 1970-01-01T01:00:00Z"));
+    }
+}

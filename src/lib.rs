@@ -2,7 +2,14 @@
 //! rotates them ahead of expiry. `main.rs` wires; this library does the work.
 
 pub mod api;
+pub mod cli;
 pub mod cloud;
 pub mod controller;
+pub mod leader;
+pub mod metrics;
+pub mod ratelimit;
 pub mod schedule;
 pub mod sensitive;
+pub mod server;
+pub mod session;
+pub mod telemetry;

@@ -38,6 +38,7 @@ pub mod reasons {
     pub const LOGIN_REQUIRED: &str = "LoginRequired";
     pub const CONFIGURED: &str = "Configured";
     pub const SECRET_INVALID: &str = "SecretInvalid";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
 }
 
 /// Schema for `conditions`: a list map keyed by `type`, as Kubernetes' own types declare it.

@@ -250,4 +250,8 @@ pub struct TemporaryCredentialStatus {
     /// The value of the `tcred.dev/rotate` annotation tcred last honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotate_request: Option<String>,
+    /// The rotation after which tcred last restarted the rolloutRestartTargets; behind
+    /// `rotations` means a restart is still owed (it is retried, also by a new leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_rotation: Option<i64>,
 }

@@ -19,15 +19,25 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// What to mint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    PermissionSet { account_id: String, name: String },
-    Agency { urn: String, account_id: String, name: String },
+    PermissionSet {
+        account_id: String,
+        name: String,
+    },
+    Agency {
+        urn: String,
+        account_id: String,
+        name: String,
+    },
 }
 
 impl Target {
@@ -43,22 +53,42 @@ impl Target {
 /// The target named by the spec, before any source is consulted.
 pub fn target_of(spec: &TemporaryCredentialSpec) -> Result<Target, Problem> {
     match (&spec.permission_set, &spec.agency_urn) {
-        (Some(ps), None) => Ok(Target::PermissionSet { account_id: ps.account_id.clone(), name: ps.name.clone() }),
+        (Some(ps), None) => Ok(Target::PermissionSet {
+            account_id: ps.account_id.clone(),
+            name: ps.name.clone(),
+        }),
         (None, Some(urn)) => {
             let (account_id, name) = parse_agency_urn(urn).ok_or_else(|| {
-                Problem::new(reasons::INVALID_SPEC, format!("agencyUrn {urn:?} is not iam::<account id>:agency:<name>"))
+                Problem::new(
+                    reasons::INVALID_SPEC,
+                    format!("agencyUrn {urn:?} is not iam::<account id>:agency:<name>"),
+                )
             })?;
-            Ok(Target::Agency { urn: urn.clone(), account_id, name })
+            Ok(Target::Agency {
+                urn: urn.clone(),
+                account_id,
+                name,
+            })
         }
-        _ => Err(Problem::new(reasons::INVALID_SPEC, "exactly one of permissionSet or agencyUrn must be set")),
+        _ => Err(Problem::new(
+            reasons::INVALID_SPEC,
+            "exactly one of permissionSet or agencyUrn must be set",
+        )),
     }
 }
 
 /// `iam::<account>:agency:<name>` → (account, name).
 pub fn parse_agency_urn(urn: &str) -> Option<(String, String)> {
     let mut parts = urn.splitn(5, ':');
-    let (_svc, _region, account, kind, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (kind == "agency" && !account.is_empty() && !name.is_empty()).then(|| (account.to_owned(), name.to_owned()))
+    let (_svc, _region, account, kind, name) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    (kind == "agency" && !account.is_empty() && !name.is_empty())
+        .then(|| (account.to_owned(), name.to_owned()))
 }
 
 /// Everything authorization looks at.
@@ -88,20 +118,32 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
         SourceKind::ClusterCredentialSource => format!("ClusterCredentialSource {}", req.source_name),
     };
     let mode = req.source.mode.ok_or_else(|| {
-        Problem::new(reasons::SOURCE_NOT_READY, format!("{source_desc} must set exactly one of identityCenter, accessKey or webIdentity"))
+        Problem::new(
+            reasons::SOURCE_NOT_READY,
+            format!("{source_desc} must set exactly one of identityCenter, accessKey or webIdentity"),
+        )
     })?;
 
     if let Some(allowed) = req.source.allowed_namespaces {
         let by_name = allowed.names.iter().any(|n| n == req.namespace);
         let by_selector = match &allowed.selector {
-            Some(sel) => selector_matches(sel, req.namespace_labels.unwrap_or(&BTreeMap::new()))
-                .map_err(|e| Problem::new(reasons::DENIED, format!("{source_desc} has an invalid namespace selector: {e}")))?,
+            Some(sel) => {
+                selector_matches(sel, req.namespace_labels.unwrap_or(&BTreeMap::new())).map_err(|e| {
+                    Problem::new(
+                        reasons::DENIED,
+                        format!("{source_desc} has an invalid namespace selector: {e}"),
+                    )
+                })?
+            }
             None => false,
         };
         if !by_name && !by_selector {
             return Err(Problem::new(
                 reasons::DENIED,
-                format!("namespace {} is not allowed to use {source_desc} (see its spec.allowedNamespaces)", req.namespace),
+                format!(
+                    "namespace {} is not allowed to use {source_desc} (see its spec.allowedNamespaces)",
+                    req.namespace
+                ),
             ));
         }
     }
@@ -118,7 +160,10 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
         (_, Target::PermissionSet { .. }) => {
             return Err(Problem::new(
                 reasons::INVALID_SPEC,
-                format!("{source_desc} is a {} source: set agencyUrn, not permissionSet", mode.name()),
+                format!(
+                    "{source_desc} is a {} source: set agencyUrn, not permissionSet",
+                    mode.name()
+                ),
             ));
         }
         (_, Target::Agency { .. }) => Some(req.spec.duration.map(Duration::from).unwrap_or(DEFAULT_DURATION)),
@@ -126,7 +171,9 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
     if matches!(mode, SourceMode::WebIdentity(_)) && req.spec.service_account_name.is_none() {
         return Err(Problem::new(
             reasons::INVALID_SPEC,
-            format!("{source_desc} is a webIdentity source: set serviceAccountName to the ServiceAccount whose token is exchanged"),
+            format!(
+                "{source_desc} is a webIdentity source: set serviceAccountName to the ServiceAccount whose token is exchanged"
+            ),
         ));
     }
 
@@ -136,7 +183,11 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
         {
             return Err(Problem::new(
                 reasons::DENIED,
-                format!("duration {}s exceeds the {}s allowed by {source_desc}", d.as_secs(), Duration::from(max).as_secs()),
+                format!(
+                    "duration {}s exceeds the {}s allowed by {source_desc}",
+                    d.as_secs(),
+                    Duration::from(max).as_secs()
+                ),
             ));
         }
         let (account, ps, agency) = match &target {
@@ -144,22 +195,35 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
             Target::Agency { account_id, name, .. } => (account_id, None, Some(name)),
         };
         if !limits.allowed_accounts.is_empty() && !limits.allowed_accounts.contains(account) {
-            return Err(Problem::new(reasons::DENIED, format!("account {account} is not allowed by {source_desc}")));
+            return Err(Problem::new(
+                reasons::DENIED,
+                format!("account {account} is not allowed by {source_desc}"),
+            ));
         }
         if let Some(ps) = ps
             && !limits.allowed_permission_sets.is_empty()
             && !limits.allowed_permission_sets.contains(ps)
         {
-            return Err(Problem::new(reasons::DENIED, format!("permission set {ps} is not allowed by {source_desc}")));
+            return Err(Problem::new(
+                reasons::DENIED,
+                format!("permission set {ps} is not allowed by {source_desc}"),
+            ));
         }
         if let Some(agency) = agency
             && !limits.allowed_agencies.is_empty()
             && !limits.allowed_agencies.contains(agency)
         {
-            return Err(Problem::new(reasons::DENIED, format!("agency {agency} is not allowed by {source_desc}")));
+            return Err(Problem::new(
+                reasons::DENIED,
+                format!("agency {agency} is not allowed by {source_desc}"),
+            ));
         }
     }
-    Ok(Authorized { mode, target, duration })
+    Ok(Authorized {
+        mode,
+        target,
+        duration,
+    })
 }
 
 /// Kubernetes label selector semantics: every matchLabels pair and every expression must hold.
@@ -204,15 +268,31 @@ mod tests {
     fn access_key() -> AccessKeySource {
         AccessKeySource {
             region: "ap-southeast-1".into(),
-            secret_ref: SecretReference { name: "ak".into(), namespace: None },
+            secret_ref: SecretReference {
+                name: "ak".into(),
+                namespace: None,
+            },
         }
     }
 
-    fn view<'a>(mode: SourceMode<'a>, allowed: Option<&'a AllowedNamespaces>, limits: Option<&'a SourceLimits>) -> SourceView<'a> {
-        SourceView { mode: Some(mode), endpoints: None, limits, allowed_namespaces: allowed }
+    fn view<'a>(
+        mode: SourceMode<'a>,
+        allowed: Option<&'a AllowedNamespaces>,
+        limits: Option<&'a SourceLimits>,
+    ) -> SourceView<'a> {
+        SourceView {
+            mode: Some(mode),
+            endpoints: None,
+            limits,
+            allowed_namespaces: allowed,
+        }
     }
 
-    fn request<'a>(spec: &'a TemporaryCredentialSpec, source: SourceView<'a>, labels: Option<&'a BTreeMap<String, String>>) -> Request<'a> {
+    fn request<'a>(
+        spec: &'a TemporaryCredentialSpec,
+        source: SourceView<'a>,
+        labels: Option<&'a BTreeMap<String, String>>,
+    ) -> Request<'a> {
         Request {
             namespace: "team-a",
             namespace_labels: labels,
@@ -231,9 +311,16 @@ mod tests {
     fn a_namespaced_source_serves_its_own_namespace() {
         let ak = access_key();
         let t = tc("billing");
-        let a = authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), None, None), None)).unwrap();
+        let a = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), None, None),
+            None,
+        ))
+        .unwrap();
         assert_eq!(a.duration, Some(DEFAULT_DURATION));
-        assert!(matches!(a.target, Target::Agency { ref account_id, ref name, .. } if account_id == "0123456789abcdef0123456789abcdef" && name == "ops"));
+        assert!(
+            matches!(a.target, Target::Agency { ref account_id, ref name, .. } if account_id == "0123456789abcdef0123456789abcdef" && name == "ops")
+        );
     }
 
     #[test]
@@ -241,12 +328,31 @@ mod tests {
         let ak = access_key();
         let t = tc("billing");
         let nobody = AllowedNamespaces::default();
-        let err = authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), Some(&nobody), None), None)).unwrap_err();
+        let err = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&nobody), None),
+            None,
+        ))
+        .unwrap_err();
         assert_eq!(err.reason, reasons::DENIED);
-        assert!(err.message.contains("namespace team-a is not allowed"), "{}", err.message);
+        assert!(
+            err.message.contains("namespace team-a is not allowed"),
+            "{}",
+            err.message
+        );
 
-        let by_name = AllowedNamespaces { names: vec!["team-a".into()], selector: None };
-        assert!(authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), Some(&by_name), None), None)).is_ok());
+        let by_name = AllowedNamespaces {
+            names: vec!["team-a".into()],
+            selector: None,
+        };
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&by_name), None),
+                None
+            ))
+            .is_ok()
+        );
 
         let by_label = AllowedNamespaces {
             names: vec![],
@@ -257,9 +363,30 @@ mod tests {
         };
         let tenant: BTreeMap<String, String> = [("tcred.dev/tenant".to_owned(), "true".to_owned())].into();
         let other: BTreeMap<String, String> = [("tcred.dev/tenant".to_owned(), "false".to_owned())].into();
-        assert!(authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), Some(&by_label), None), Some(&tenant))).is_ok());
-        assert!(authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), Some(&by_label), None), Some(&other))).is_err());
-        assert!(authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), Some(&by_label), None), None)).is_err());
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&by_label), None),
+                Some(&tenant)
+            ))
+            .is_ok()
+        );
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&by_label), None),
+                Some(&other)
+            ))
+            .is_err()
+        );
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&by_label), None),
+                None
+            ))
+            .is_err()
+        );
     }
 
     #[test]
@@ -267,31 +394,92 @@ mod tests {
         let ak = access_key();
         let mut t = tc("billing");
         t.spec.duration = Some(KubeDuration::from(Duration::from_secs(7200)));
-        let limits = SourceLimits { max_duration: Some(Duration::from_secs(3600).into()), ..Default::default() };
-        let e = authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), None, Some(&limits)), None)).unwrap_err();
+        let limits = SourceLimits {
+            max_duration: Some(Duration::from_secs(3600).into()),
+            ..Default::default()
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), None, Some(&limits)),
+            None,
+        ))
+        .unwrap_err();
         assert_eq!(e.reason, reasons::DENIED);
-        assert!(e.message.contains("duration 7200s exceeds the 3600s"), "{}", e.message);
+        assert!(
+            e.message.contains("duration 7200s exceeds the 3600s"),
+            "{}",
+            e.message
+        );
 
         let t = tc("billing");
-        let limits = SourceLimits { allowed_accounts: vec!["another".into()], ..Default::default() };
-        let e = authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), None, Some(&limits)), None)).unwrap_err();
-        assert!(e.message.contains("account 0123456789abcdef0123456789abcdef is not allowed"), "{}", e.message);
+        let limits = SourceLimits {
+            allowed_accounts: vec!["another".into()],
+            ..Default::default()
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), None, Some(&limits)),
+            None,
+        ))
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("account 0123456789abcdef0123456789abcdef is not allowed"),
+            "{}",
+            e.message
+        );
 
-        let limits = SourceLimits { allowed_agencies: vec!["readonly".into()], ..Default::default() };
-        assert!(authorize(request(&t.spec, view(SourceMode::AccessKey(&ak), None, Some(&limits)), None)).is_err());
+        let limits = SourceLimits {
+            allowed_agencies: vec!["readonly".into()],
+            ..Default::default()
+        };
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), None, Some(&limits)),
+                None
+            ))
+            .is_err()
+        );
 
         let ic = IdentityCenterSource {
             region: "ap-southeast-1".into(),
-            session_secret_ref: SecretReference { name: "s".into(), namespace: None },
+            session_secret_ref: SecretReference {
+                name: "s".into(),
+                namespace: None,
+            },
         };
         let mut t = tc("billing");
         t.spec.agency_urn = None;
-        t.spec.permission_set = Some(PermissionSetRef { account_id: "acct".into(), name: "Admin".into() });
-        let limits = SourceLimits { allowed_permission_sets: vec!["ReadOnlyAccess".into()], ..Default::default() };
-        let e = authorize(request(&t.spec, view(SourceMode::IdentityCenter(&ic), None, Some(&limits)), None)).unwrap_err();
-        assert!(e.message.contains("permission set Admin is not allowed"), "{}", e.message);
-        let limits = SourceLimits { allowed_permission_sets: vec!["Admin".into()], ..Default::default() };
-        let a = authorize(request(&t.spec, view(SourceMode::IdentityCenter(&ic), None, Some(&limits)), None)).unwrap();
+        t.spec.permission_set = Some(PermissionSetRef {
+            account_id: "acct".into(),
+            name: "Admin".into(),
+        });
+        let limits = SourceLimits {
+            allowed_permission_sets: vec!["ReadOnlyAccess".into()],
+            ..Default::default()
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::IdentityCenter(&ic), None, Some(&limits)),
+            None,
+        ))
+        .unwrap_err();
+        assert!(
+            e.message.contains("permission set Admin is not allowed"),
+            "{}",
+            e.message
+        );
+        let limits = SourceLimits {
+            allowed_permission_sets: vec!["Admin".into()],
+            ..Default::default()
+        };
+        let a = authorize(request(
+            &t.spec,
+            view(SourceMode::IdentityCenter(&ic), None, Some(&limits)),
+            None,
+        ))
+        .unwrap();
         assert_eq!(a.duration, None);
         assert_eq!(a.target.display(), "acct/Admin");
     }
@@ -300,10 +488,18 @@ mod tests {
     fn the_spec_must_fit_the_source_mode() {
         let ic = IdentityCenterSource {
             region: "ap-southeast-1".into(),
-            session_secret_ref: SecretReference { name: "s".into(), namespace: None },
+            session_secret_ref: SecretReference {
+                name: "s".into(),
+                namespace: None,
+            },
         };
         let t = tc("billing");
-        let e = authorize(request(&t.spec, view(SourceMode::IdentityCenter(&ic), None, None), None)).unwrap_err();
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::IdentityCenter(&ic), None, None),
+            None,
+        ))
+        .unwrap_err();
         assert_eq!(e.reason, reasons::INVALID_SPEC);
 
         let wi = WebIdentitySource {
@@ -312,11 +508,23 @@ mod tests {
             audience: "sts.huaweicloud".into(),
             token_expiration: None,
         };
-        let e = authorize(request(&t.spec, view(SourceMode::WebIdentity(&wi), None, None), None)).unwrap_err();
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::WebIdentity(&wi), None, None),
+            None,
+        ))
+        .unwrap_err();
         assert!(e.message.contains("serviceAccountName"), "{}", e.message);
         let mut t = tc("billing");
         t.spec.service_account_name = Some("billing".into());
-        assert!(authorize(request(&t.spec, view(SourceMode::WebIdentity(&wi), None, None), None)).is_ok());
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::WebIdentity(&wi), None, None),
+                None
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -330,7 +538,10 @@ mod tests {
                 values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
             }]),
         };
-        assert_eq!(selector_matches(&expr("In", &["prod", "stage"]), &labels), Ok(true));
+        assert_eq!(
+            selector_matches(&expr("In", &["prod", "stage"]), &labels),
+            Ok(true)
+        );
         assert_eq!(selector_matches(&expr("NotIn", &["prod"]), &labels), Ok(false));
         assert_eq!(selector_matches(&expr("Exists", &[]), &labels), Ok(true));
         assert_eq!(selector_matches(&expr("DoesNotExist", &[]), &labels), Ok(false));
@@ -340,7 +551,10 @@ mod tests {
 
     #[test]
     fn agency_urns_split_into_account_and_name() {
-        assert_eq!(parse_agency_urn("iam::acct:agency:ops"), Some(("acct".into(), "ops".into())));
+        assert_eq!(
+            parse_agency_urn("iam::acct:agency:ops"),
+            Some(("acct".into(), "ops".into()))
+        );
         assert_eq!(parse_agency_urn("iam::acct:user:ops"), None);
         assert_eq!(parse_agency_urn("iam::acct"), None);
     }

@@ -19,7 +19,10 @@ pub fn tc(name: &str) -> TemporaryCredential {
             ..Default::default()
         },
         spec: TemporaryCredentialSpec {
-            source_ref: SourceRef { kind: Default::default(), name: "corp".into() },
+            source_ref: SourceRef {
+                kind: Default::default(),
+                name: "corp".into(),
+            },
             permission_set: None,
             agency_urn: Some("iam::0123456789abcdef0123456789abcdef:agency:ops".into()),
             duration: None,

@@ -1,9 +1,276 @@
 //! The TemporaryCredential controller: fetch → authorize → plan (pure) → mint → build (pure) →
-//! apply → status.
+//! apply → status. This module wires the watches; the steps live in the submodules.
 
+pub mod apply;
 pub mod authorize;
+pub mod context;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod mint;
 pub mod plan;
+pub mod reconcile;
 pub mod secret;
 pub mod status;
+
+use std::{future::Future, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    api::ListParams,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Config as RuntimeConfig,
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+pub use self::context::{Config, Context, Stores};
+use crate::{
+    api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, labels},
+    cloud::{HttpClient, http::Timeouts},
+    metrics::{Caches, Metrics},
+    ratelimit::RateLimiter,
+};
+
+/// Reconcile failures the runtime retries (minting failures are not errors: they are handled,
+/// scheduled and reported inside reconcile).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error(
+        "the tcred CRDs are not installed: apply them with `kubectl apply -f crds/` or the Helm chart ({0})"
+    )]
+    CrdsMissing(#[source] kube::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// Label of `tcred_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::CrdsMissing(_) => "crds_missing",
+            Self::Setup(_) => "setup",
+        }
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails early, with an install hint, when the CRDs are missing.
+pub async fn check_crds(client: &Client) -> Result<(), Error> {
+    Api::<TemporaryCredential>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdsMissing)?;
+    Api::<CredentialSource>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdsMissing)?;
+    Api::<ClusterCredentialSource>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdsMissing)?;
+    Ok(())
+}
+
+/// What `run` reports while starting.
+pub trait Readiness: Send + Sync + 'static {
+    /// The caches are synced and reconciles are running.
+    fn set_ready(&self, ready: bool);
+}
+
+/// Runs the TemporaryCredential and source controllers until `shutdown` resolves; in-flight
+/// reconciles finish first.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    instance: Option<String>,
+    readiness: Arc<dyn Readiness>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    check_crds(&client).await?;
+    let ns = config.namespace.clone();
+    let ns = ns.as_deref();
+
+    let (sources, sources_writer) = reflector::store::<DeserializeGuard<CredentialSource>>();
+    let (cluster_sources, cluster_writer) = reflector::store::<DeserializeGuard<ClusterCredentialSource>>();
+    let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+
+    let source_stream = reflector::reflector(
+        sources_writer,
+        watcher(
+            scoped::<DeserializeGuard<CredentialSource>>(&client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let cluster_stream = reflector::reflector(
+        cluster_writer,
+        watcher(
+            Api::<DeserializeGuard<ClusterCredentialSource>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let ns_config = match ns {
+        Some(n) => watcher::Config::default().fields(&format!("metadata.name={n}")),
+        None => watcher::Config::default(),
+    };
+    let ns_stream = reflector::reflector(
+        ns_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            ns_config,
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let secret_stream = watcher(
+        scoped::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default().labels(labels::MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let credentials_api = scoped::<DeserializeGuard<TemporaryCredential>>(&client, ns);
+    let controller = Controller::new(credentials_api, watcher::Config::default())
+        .with_config(RuntimeConfig::default().concurrency(config.concurrency));
+    let credentials = controller.store();
+
+    let by_source = {
+        let store = credentials.clone();
+        move |src: DeserializeGuard<CredentialSource>| {
+            let (name, namespace) = (src.name_any(), src.namespace());
+            users(&store, |tc| {
+                tc.spec.source_ref.kind == SourceKind::CredentialSource
+                    && tc.spec.source_ref.name == name
+                    && tc.namespace() == namespace
+            })
+        }
+    };
+    let by_cluster_source = {
+        let store = credentials.clone();
+        move |src: DeserializeGuard<ClusterCredentialSource>| {
+            let name = src.name_any();
+            users(&store, |tc| {
+                tc.spec.source_ref.kind == SourceKind::ClusterCredentialSource
+                    && tc.spec.source_ref.name == name
+            })
+        }
+    };
+    let by_namespace = {
+        let store = credentials.clone();
+        move |n: PartialObjectMeta<Namespace>| {
+            let name = n.name_any();
+            users(&store, |tc| {
+                tc.spec.source_ref.kind == SourceKind::ClusterCredentialSource
+                    && tc.namespace().as_deref() == Some(&name)
+            })
+        }
+    };
+    let by_secret = |s: PartialObjectMeta<Secret>| {
+        s.labels().get(labels::CREDENTIAL).map(|owner| {
+            ObjectRef::<DeserializeGuard<TemporaryCredential>>::new(owner)
+                .within(&s.namespace().unwrap_or_default())
+        })
+    };
+
+    let stores = Stores {
+        sources: sources.clone(),
+        cluster_sources: cluster_sources.clone(),
+        namespaces: namespaces.clone(),
+    };
+    metrics.attach_caches(Caches {
+        credentials: credentials.clone(),
+        sources: sources.clone(),
+        cluster_sources: cluster_sources.clone(),
+    });
+    let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Setup(e.to_string()))?;
+    let reporter = Reporter {
+        controller: "tcred".into(),
+        instance,
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        http,
+        limiter: RateLimiter::new(config.mint_rate, config.mint_burst),
+        metrics,
+        stores,
+        config,
+        agency_urns: Default::default(),
+    });
+
+    // Ready once every cache has its first full listing.
+    {
+        let (c, s, cs, n) = (credentials.clone(), sources, cluster_sources, namespaces);
+        tokio::spawn(async move {
+            let synced = async {
+                c.wait_until_ready().await?;
+                s.wait_until_ready().await?;
+                cs.wait_until_ready().await?;
+                n.wait_until_ready().await
+            };
+            match synced.await {
+                Ok(()) => {
+                    info!("caches synced");
+                    readiness.set_ready(true);
+                }
+                Err(error) => warn!(%error, "caches never synced"),
+            }
+        });
+    }
+
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        "starting the TemporaryCredential controller"
+    );
+    controller
+        .watches_stream(source_stream, by_source)
+        .watches_stream(cluster_stream, by_cluster_source)
+        .watches_stream(ns_stream, by_namespace)
+        .watches_stream(secret_stream, by_secret)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(error) = res {
+                tracing::debug!(%error, "reconcile queue event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// The TemporaryCredentials in `store` that `pred` selects, as trigger references.
+fn users(
+    store: &Store<DeserializeGuard<TemporaryCredential>>,
+    pred: impl Fn(&TemporaryCredential) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<TemporaryCredential>>> {
+    store
+        .state()
+        .iter()
+        .filter(|g| g.0.as_ref().is_ok_and(&pred))
+        .map(|g| ObjectRef::from(g.as_ref()))
+        .collect()
+}

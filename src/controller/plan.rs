@@ -49,9 +49,17 @@ impl fmt::Display for MintReason {
 pub enum Plan {
     Mint(MintReason),
     /// The Secret is good until `renewal.at`; re-apply its metadata when the template changed.
-    Keep { renewal: Renewal, issued_at: Timestamp, expires_at: Timestamp, refresh_metadata: bool },
+    Keep {
+        renewal: Renewal,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+        refresh_metadata: bool,
+    },
     /// A mint is needed but the last attempt failed; try again at `retry_at`.
-    Backoff { retry_at: Timestamp, reason: MintReason },
+    Backoff {
+        retry_at: Timestamp,
+        reason: MintReason,
+    },
     /// The Secret name is taken by a Secret tcred does not manage for this object.
     Conflict,
 }
@@ -79,8 +87,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                 return gate(input, MintReason::SecretEdited);
             };
             let renewal = renewal_time(issued_at, expires_at, input.policy, input.uid);
-            let rotate_pending =
-                input.rotate_request.is_some_and(|r| input.status.last_rotate_request.as_deref() != Some(r));
+            let rotate_pending = input
+                .rotate_request
+                .is_some_and(|r| input.status.last_rotate_request.as_deref() != Some(r));
             if !m.spec_hash_matches {
                 MintReason::SpecChanged
             } else if rotate_pending {
@@ -90,7 +99,12 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             } else if renewal.at <= input.now {
                 MintReason::RenewalDue
             } else {
-                return Plan::Keep { renewal, issued_at, expires_at, refresh_metadata: !m.metadata_current };
+                return Plan::Keep {
+                    renewal,
+                    issued_at,
+                    expires_at,
+                    refresh_metadata: !m.metadata_current,
+                };
             }
         }
     };
@@ -155,61 +169,119 @@ mod tests {
     }
 
     fn minted_once() -> TemporaryCredentialStatus {
-        TemporaryCredentialStatus { rotations: 1, observed_generation: Some(1), ..Default::default() }
+        TemporaryCredentialStatus {
+            rotations: 1,
+            observed_generation: Some(1),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn first_reconcile_mints() {
-        assert_eq!(run(0, &Default::default(), &Observed::Missing, None), Plan::Mint(MintReason::Initial));
+        assert_eq!(
+            run(0, &Default::default(), &Observed::Missing, None),
+            Plan::Mint(MintReason::Initial)
+        );
     }
 
     #[test]
     fn a_restart_mints_nothing_while_the_secret_is_inside_its_window() {
         let p = run(100, &minted_once(), &managed(0, 3600), None);
-        let Plan::Keep { renewal, refresh_metadata, .. } = p else { panic!("{p:?}") };
+        let Plan::Keep {
+            renewal,
+            refresh_metadata,
+            ..
+        } = p
+        else {
+            panic!("{p:?}")
+        };
         assert!(renewal.at > t(100));
         assert!(!refresh_metadata);
         // The status may be lost entirely (say, restored from a backup): the Secret alone decides.
-        assert!(matches!(run(100, &Default::default(), &managed(0, 3600), None), Plan::Keep { .. }));
+        assert!(matches!(
+            run(100, &Default::default(), &managed(0, 3600), None),
+            Plan::Keep { .. }
+        ));
     }
 
     #[test]
     fn renewal_comes_due_before_expiry() {
-        let Plan::Keep { renewal, .. } = run(100, &minted_once(), &managed(0, 3600), None) else { panic!() };
+        let Plan::Keep { renewal, .. } = run(100, &minted_once(), &managed(0, 3600), None) else {
+            panic!()
+        };
         let at = renewal.at.as_second();
-        assert_eq!(run(at - 1, &minted_once(), &managed(0, 3600), None), Plan::Keep {
-            renewal,
-            issued_at: t(0),
-            expires_at: t(3600),
-            refresh_metadata: false
-        });
-        assert_eq!(run(at, &minted_once(), &managed(0, 3600), None), Plan::Mint(MintReason::RenewalDue));
-        assert_eq!(run(3600, &minted_once(), &managed(0, 3600), None), Plan::Mint(MintReason::Expired));
+        assert_eq!(
+            run(at - 1, &minted_once(), &managed(0, 3600), None),
+            Plan::Keep {
+                renewal,
+                issued_at: t(0),
+                expires_at: t(3600),
+                refresh_metadata: false
+            }
+        );
+        assert_eq!(
+            run(at, &minted_once(), &managed(0, 3600), None),
+            Plan::Mint(MintReason::RenewalDue)
+        );
+        assert_eq!(
+            run(3600, &minted_once(), &managed(0, 3600), None),
+            Plan::Mint(MintReason::Expired)
+        );
     }
 
     #[test]
     fn a_deleted_or_edited_secret_is_reminted() {
-        assert_eq!(run(100, &minted_once(), &Observed::Missing, None), Plan::Mint(MintReason::SecretMissing));
+        assert_eq!(
+            run(100, &minted_once(), &Observed::Missing, None),
+            Plan::Mint(MintReason::SecretMissing)
+        );
         let edited = with(&managed(0, 3600), |m| m.intact = false);
-        assert_eq!(run(100, &minted_once(), &edited, None), Plan::Mint(MintReason::SecretEdited));
+        assert_eq!(
+            run(100, &minted_once(), &edited, None),
+            Plan::Mint(MintReason::SecretEdited)
+        );
         let no_times = with(&managed(0, 3600), |m| m.issued_at = None);
-        assert_eq!(run(100, &minted_once(), &no_times, None), Plan::Mint(MintReason::SecretEdited));
+        assert_eq!(
+            run(100, &minted_once(), &no_times, None),
+            Plan::Mint(MintReason::SecretEdited)
+        );
     }
 
     #[test]
     fn a_spec_change_remints_and_a_template_change_only_relabels() {
         let changed = with(&managed(0, 3600), |m| m.spec_hash_matches = false);
-        assert_eq!(run(100, &minted_once(), &changed, None), Plan::Mint(MintReason::SpecChanged));
+        assert_eq!(
+            run(100, &minted_once(), &changed, None),
+            Plan::Mint(MintReason::SpecChanged)
+        );
         let relabel = with(&managed(0, 3600), |m| m.metadata_current = false);
-        assert!(matches!(run(100, &minted_once(), &relabel, None), Plan::Keep { refresh_metadata: true, .. }));
+        assert!(matches!(
+            run(100, &minted_once(), &relabel, None),
+            Plan::Keep {
+                refresh_metadata: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn the_rotate_annotation_forces_exactly_one_rotation() {
-        assert_eq!(run(100, &minted_once(), &managed(0, 3600), Some("1")), Plan::Mint(MintReason::RotateRequested));
-        let honoured = TemporaryCredentialStatus { last_rotate_request: Some("1".into()), ..minted_once() };
-        assert!(matches!(run(100, &honoured, &managed(0, 3600), Some("1")), Plan::Keep { .. }));
-        assert_eq!(run(100, &honoured, &managed(0, 3600), Some("2")), Plan::Mint(MintReason::RotateRequested));
+        assert_eq!(
+            run(100, &minted_once(), &managed(0, 3600), Some("1")),
+            Plan::Mint(MintReason::RotateRequested)
+        );
+        let honoured = TemporaryCredentialStatus {
+            last_rotate_request: Some("1".into()),
+            ..minted_once()
+        };
+        assert!(matches!(
+            run(100, &honoured, &managed(0, 3600), Some("1")),
+            Plan::Keep { .. }
+        ));
+        assert_eq!(
+            run(100, &honoured, &managed(0, 3600), Some("2")),
+            Plan::Mint(MintReason::RotateRequested)
+        );
     }
 
     #[test]
@@ -220,20 +292,38 @@ mod tests {
             ..minted_once()
         };
         let due = with(&managed(0, 3600), |m| m.expires_at = Some(t(400)));
-        assert_eq!(run(300, &failing, &due, None), Plan::Backoff { retry_at: t(500), reason: MintReason::RenewalDue });
+        assert_eq!(
+            run(300, &failing, &due, None),
+            Plan::Backoff {
+                retry_at: t(500),
+                reason: MintReason::RenewalDue
+            }
+        );
         assert_eq!(run(500, &failing, &due, None), Plan::Mint(MintReason::Expired));
 
-        let new_generation = TemporaryCredentialStatus { observed_generation: Some(0), ..failing.clone() };
-        assert_eq!(run(300, &new_generation, &due, None), Plan::Mint(MintReason::RenewalDue));
+        let new_generation = TemporaryCredentialStatus {
+            observed_generation: Some(0),
+            ..failing.clone()
+        };
+        assert_eq!(
+            run(300, &new_generation, &due, None),
+            Plan::Mint(MintReason::RenewalDue)
+        );
         // A deleted Secret does not bypass the backoff: the mint would fail the same way.
         assert_eq!(
             run(300, &failing, &Observed::Missing, None),
-            Plan::Backoff { retry_at: t(500), reason: MintReason::SecretMissing }
+            Plan::Backoff {
+                retry_at: t(500),
+                reason: MintReason::SecretMissing
+            }
         );
     }
 
     #[test]
     fn a_secret_tcred_does_not_own_is_never_overwritten() {
-        assert_eq!(run(0, &Default::default(), &Observed::Foreign, None), Plan::Conflict);
+        assert_eq!(
+            run(0, &Default::default(), &Observed::Foreign, None),
+            Plan::Conflict
+        );
     }
 }

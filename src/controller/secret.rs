@@ -25,7 +25,13 @@ pub mod keys {
     pub const SECURITY_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
     pub const EXPIRES_AT: &str = "HUAWEICLOUD_SDK_EXPIRES_AT";
     pub const CREDENTIALS_FILE: &str = "credentials";
-    pub const ALL: [&str; 5] = [ACCESS_KEY, SECRET_KEY, SECURITY_TOKEN, EXPIRES_AT, CREDENTIALS_FILE];
+    pub const ALL: [&str; 5] = [
+        ACCESS_KEY,
+        SECRET_KEY,
+        SECURITY_TOKEN,
+        EXPIRES_AT,
+        CREDENTIALS_FILE,
+    ];
 }
 
 /// Annotation: hash of the Secret template (labels, annotations, deletion policy) last applied.
@@ -55,7 +61,11 @@ pub fn spec_hash(tc: &TemporaryCredential) -> String {
 
 fn template_hash(tc: &TemporaryCredential) -> String {
     let t = &tc.spec.secret;
-    short_hash(json!({"labels": t.labels, "annotations": t.annotations, "deletionPolicy": t.deletion_policy}).to_string().as_bytes())
+    short_hash(
+        json!({"labels": t.labels, "annotations": t.annotations, "deletionPolicy": t.deletion_policy})
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 fn short_hash(data: &[u8]) -> String {
@@ -183,7 +193,9 @@ pub struct ManagedSecret {
 
 /// Reads the live Secret (or its absence) against what `tc` expects.
 pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
-    let Some(secret) = secret else { return Observed::Missing };
+    let Some(secret) = secret else {
+        return Observed::Missing;
+    };
     let l = secret.labels();
     if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE)
         || l.get(labels::CREDENTIAL) != Some(&tc.name_any())
@@ -194,15 +206,20 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
     let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
-    let all_keys = keys::ALL.iter().all(|k| data.get(*k).is_some_and(|v| !v.0.is_empty()));
+    let all_keys = keys::ALL
+        .iter()
+        .all(|k| data.get(*k).is_some_and(|v| !v.0.is_empty()));
     let intact = all_keys && ann.get(annotations::DATA_HASH) == Some(&data_hash(data));
     let metadata_current = ann.get(TEMPLATE_HASH) == Some(&template_hash(tc))
-        && secret.metadata.owner_references.clone().unwrap_or_default() == owner_references(tc).unwrap_or_default();
+        && secret.metadata.owner_references.clone().unwrap_or_default()
+            == owner_references(tc).unwrap_or_default();
     Observed::Managed(ManagedSecret {
         intact,
         spec_hash_matches: ann.get(annotations::SPEC_HASH) == Some(&spec_hash(tc)),
         metadata_current,
-        access_key_id: data.get(keys::ACCESS_KEY).map(|v| String::from_utf8_lossy(&v.0).into_owned()),
+        access_key_id: data
+            .get(keys::ACCESS_KEY)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned()),
         issued_at: time(annotations::ISSUED_AT),
         expires_at: time(annotations::EXPIRES_AT),
     })
@@ -217,7 +234,10 @@ mod tests {
     };
 
     fn times() -> Times {
-        Times { issued_at: Timestamp::from_second(1_000).unwrap(), renewal_at: Timestamp::from_second(2_000).unwrap() }
+        Times {
+            issued_at: Timestamp::from_second(1_000).unwrap(),
+            renewal_at: Timestamp::from_second(2_000).unwrap(),
+        }
     }
 
     #[test]
@@ -231,7 +251,12 @@ mod tests {
         assert_eq!(text(keys::EXPIRES_AT), "1970-01-01T01:00:00Z");
         let ini = text(keys::CREDENTIALS_FILE);
         for section in ["[basic]", "[global]", "[basiccredentials]", "[globalcredentials]"] {
-            assert!(ini.contains(&format!("{section}\nak = AKID1\nsk = SK-for-AKID1\nsecurity_token = token-for-AKID1\n")), "{ini}");
+            assert!(
+                ini.contains(&format!(
+                    "{section}\nak = AKID1\nsk = SK-for-AKID1\nsecurity_token = token-for-AKID1\n"
+                )),
+                "{ini}"
+            );
         }
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         assert_eq!(s.metadata.name.as_deref(), Some("billing"));
@@ -260,13 +285,21 @@ mod tests {
     fn retain_policy_leaves_the_secret_unowned() {
         let mut t = tc("billing");
         t.spec.secret.deletion_policy = DeletionPolicy::Retain;
-        assert!(build(&t, &credential("AKID1", 3_600), times()).metadata.owner_references.is_none());
+        assert!(
+            build(&t, &credential("AKID1", 3_600), times())
+                .metadata
+                .owner_references
+                .is_none()
+        );
     }
 
     #[test]
     fn user_labels_cannot_take_over_the_managed_labels() {
         let mut t = tc("billing");
-        t.spec.secret.labels.insert(labels::MANAGED_BY.into(), "someone-else".into());
+        t.spec
+            .secret
+            .labels
+            .insert(labels::MANAGED_BY.into(), "someone-else".into());
         let s = build(&t, &credential("AKID1", 3_600), times());
         assert_eq!(s.metadata.labels.unwrap()[labels::MANAGED_BY], "tcred");
     }
@@ -275,7 +308,9 @@ mod tests {
     fn a_secret_tcred_built_reads_back_as_intact_and_current() {
         let t = tc("billing");
         let s = build(&t, &credential("AKID1", 3_600), times());
-        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!("not managed") };
+        let Observed::Managed(m) = observe(&t, Some(&s)) else {
+            panic!("not managed")
+        };
         assert!(m.intact && m.spec_hash_matches && m.metadata_current);
         assert_eq!(m.access_key_id.as_deref(), Some("AKID1"));
         assert_eq!(m.expires_at, Some(Timestamp::from_second(3_600).unwrap()));
@@ -286,14 +321,25 @@ mod tests {
     fn an_edited_secret_is_not_intact() {
         let t = tc("billing");
         let mut s = build(&t, &credential("AKID1", 3_600), times());
-        s.data.as_mut().unwrap().insert(keys::SECRET_KEY.into(), ByteString(b"tampered".to_vec()));
-        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!() };
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(keys::SECRET_KEY.into(), ByteString(b"tampered".to_vec()));
+        let Observed::Managed(m) = observe(&t, Some(&s)) else {
+            panic!()
+        };
         assert!(!m.intact);
 
         let mut s = build(&t, &credential("AKID1", 3_600), times());
         s.data.as_mut().unwrap().remove(keys::CREDENTIALS_FILE);
-        s.metadata.annotations.as_mut().unwrap().insert(annotations::DATA_HASH.into(), data_hash(s.data.as_ref().unwrap()));
-        let Observed::Managed(m) = observe(&t, Some(&s)) else { panic!() };
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(annotations::DATA_HASH.into(), data_hash(s.data.as_ref().unwrap()));
+        let Observed::Managed(m) = observe(&t, Some(&s)) else {
+            panic!()
+        };
         assert!(!m.intact, "a missing key is not intact even with a matching hash");
     }
 
@@ -310,7 +356,9 @@ mod tests {
         assert_eq!(spec_hash(&base), spec_hash(&renew));
 
         let s = build(&base, &credential("AKID1", 3_600), times());
-        let Observed::Managed(m) = observe(&renew, Some(&s)) else { panic!() };
+        let Observed::Managed(m) = observe(&renew, Some(&s)) else {
+            panic!()
+        };
         assert!(m.spec_hash_matches && !m.metadata_current);
     }
 
@@ -321,7 +369,11 @@ mod tests {
         s.metadata.labels = None;
         assert_eq!(observe(&t, Some(&s)), Observed::Foreign);
         let mut s = build(&t, &credential("AKID1", 3_600), times());
-        s.metadata.labels.as_mut().unwrap().insert(labels::CREDENTIAL.into(), "another".into());
+        s.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(labels::CREDENTIAL.into(), "another".into());
         assert_eq!(observe(&t, Some(&s)), Observed::Foreign);
         assert_eq!(observe(&t, None), Observed::Missing);
     }
@@ -331,7 +383,10 @@ mod tests {
         let mut t = TemporaryCredential::new(
             "billing",
             TemporaryCredentialSpec {
-                source_ref: SourceRef { kind: Default::default(), name: "corp".into() },
+                source_ref: SourceRef {
+                    kind: Default::default(),
+                    name: "corp".into(),
+                },
                 permission_set: None,
                 agency_urn: Some("iam::0123:agency:x".into()),
                 duration: None,

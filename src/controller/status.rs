@@ -10,7 +10,7 @@ use crate::{
         TemporaryCredentialStatus,
         condition::{ConditionUpdate, find, reasons, remove_condition, set_condition, types},
     },
-    cloud::CloudError,
+    cloud::ErrorClass,
     schedule::Renewal,
 };
 
@@ -38,7 +38,12 @@ impl Base<'_> {
     fn ready(&self, s: &mut TemporaryCredentialStatus, status: bool, reason: &str, message: String) {
         set_condition(
             &mut s.conditions,
-            ConditionUpdate { type_: types::READY, status, reason, message },
+            ConditionUpdate {
+                type_: types::READY,
+                status,
+                reason,
+                message,
+            },
             self.generation,
             self.now,
         );
@@ -68,7 +73,11 @@ pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus 
     if m.rotate_request.is_some() {
         s.last_rotate_request = m.rotate_request.map(str::to_owned);
     }
-    let (reason, verb) = if base.prev.rotations == 0 { (reasons::ISSUED, "issued") } else { (reasons::ROTATED, "rotated") };
+    let (reason, verb) = if base.prev.rotations == 0 {
+        (reasons::ISSUED, "issued")
+    } else {
+        (reasons::ROTATED, "rotated")
+    };
     base.ready(
         &mut s,
         true,
@@ -106,7 +115,9 @@ fn duration_adjusted(
             type_: types::DURATION_ADJUSTED,
             status: true,
             reason: reasons::RENEW_BEFORE_CLAMPED,
-            message: "renewBefore is not shorter than the issued lifetime; renewing when a third of it remains".into(),
+            message:
+                "renewBefore is not shorter than the issued lifetime; renewing when a third of it remains"
+                    .into(),
         }),
         (None, false) => None,
     };
@@ -134,16 +145,31 @@ pub fn after_keep(
     // Keep the Issued/Rotated reason a mint set; a status rebuilt from the Secret says Issued.
     let reason = match find(&s.conditions, types::READY) {
         Some(c) if c.status == "True" => {
-            if c.reason == reasons::ROTATED { reasons::ROTATED } else { reasons::ISSUED }
+            if c.reason == reasons::ROTATED {
+                reasons::ROTATED
+            } else {
+                reasons::ISSUED
+            }
         }
         _ if s.rotations > 1 => reasons::ROTATED,
         _ => reasons::ISSUED,
     };
     let ak = access_key_id.unwrap_or("in the Secret");
-    base.ready(&mut s, true, reason, format!("credential {ak} valid until {}, renewal at {}", fmt(expires_at), fmt(renewal.at)));
+    base.ready(
+        &mut s,
+        true,
+        reason,
+        format!(
+            "credential {ak} valid until {}, renewal at {}",
+            fmt(expires_at),
+            fmt(renewal.at)
+        ),
+    );
     if renewal.clamped {
         duration_adjusted(base, &mut s, None, true, expires_at);
-    } else if find(&s.conditions, types::DURATION_ADJUSTED).is_some_and(|c| c.reason == reasons::RENEW_BEFORE_CLAMPED) {
+    } else if find(&s.conditions, types::DURATION_ADJUSTED)
+        .is_some_and(|c| c.reason == reasons::RENEW_BEFORE_CLAMPED)
+    {
         remove_condition(&mut s.conditions, types::DURATION_ADJUSTED);
     }
     s
@@ -153,7 +179,8 @@ pub fn after_keep(
 /// credential the Secret still holds, if any.
 pub fn after_failure(
     base: &Base<'_>,
-    error: &CloudError,
+    class: ErrorClass,
+    error: &str,
     retry_at: Timestamp,
     secret_expires_at: Option<Timestamp>,
 ) -> TemporaryCredentialStatus {
@@ -163,7 +190,7 @@ pub fn after_failure(
     s.renewal_time = Some(Time(retry_at));
     s.expires_at = secret_expires_at.map(Time);
     let attempt = s.failed_attempts;
-    let class = error.class().label();
+    let class = class.label();
     let (reason, message) = match secret_expires_at {
         Some(exp) if exp > base.now => (
             reasons::RENEWAL_FAILING,
@@ -183,7 +210,10 @@ pub fn after_failure(
         ),
         None => (
             reasons::MINT_FAILED,
-            format!("minting failed ({class}, attempt {attempt}): {error}; next attempt at {}", fmt(retry_at)),
+            format!(
+                "minting failed ({class}, attempt {attempt}): {error}; next attempt at {}",
+                fmt(retry_at)
+            ),
         ),
     };
     base.ready(&mut s, false, reason, message);
@@ -215,13 +245,20 @@ pub fn during_backoff(base: &Base<'_>, secret_expires_at: Option<Timestamp>) -> 
 }
 
 /// Nothing can be minted until someone fixes the spec, the source or a policy.
-pub fn after_problem(base: &Base<'_>, problem: &Problem, secret_expires_at: Option<Timestamp>) -> TemporaryCredentialStatus {
+pub fn after_problem(
+    base: &Base<'_>,
+    problem: &Problem,
+    secret_expires_at: Option<Timestamp>,
+) -> TemporaryCredentialStatus {
     let mut s = base.start();
     s.renewal_time = None;
     s.expires_at = secret_expires_at.map(Time);
     let mut message = problem.message.clone();
     if let Some(exp) = secret_expires_at.filter(|e| *e > base.now) {
-        message.push_str(&format!("; the Secret keeps the current credential, valid until {}", fmt(exp)));
+        message.push_str(&format!(
+            "; the Secret keeps the current credential, valid until {}",
+            fmt(exp)
+        ));
     }
     base.ready(&mut s, false, problem.reason, message);
     s
@@ -247,7 +284,13 @@ mod tests {
     }
 
     fn base(now: i64, prev: &TemporaryCredentialStatus) -> Base<'_> {
-        Base { now: t(now), generation: Some(3), prev, target: Some("iam::acct:agency:ops".into()), secret_name: "billing".into() }
+        Base {
+            now: t(now),
+            generation: Some(3),
+            prev,
+            target: Some("iam::acct:agency:ops".into()),
+            secret_name: "billing".into(),
+        }
     }
 
     fn ready(s: &TemporaryCredentialStatus) -> (&str, &str) {
@@ -255,25 +298,23 @@ mod tests {
         (c.status.as_str(), c.reason.as_str())
     }
 
-    fn server_error() -> CloudError {
-        CloudError::Api {
-            operation: "AssumeAgency",
-            status: 503,
-            code: None,
-            message: "unavailable".into(),
-            request_id: None,
-            retry_after: None,
-        }
-    }
+    const SERVER: ErrorClass = ErrorClass::Server;
+    const UNAVAILABLE: &str = "AssumeAgency failed: HTTP 503: unavailable";
 
     fn minted(prev: &TemporaryCredentialStatus, now: i64) -> TemporaryCredentialStatus {
-        after_mint(&base(now, prev), &Minted {
-            access_key_id: "AK1",
-            expires_at: t(now + 3600),
-            renewal: Renewal { at: t(now + 2400), clamped: false },
-            shortened_from: None,
-            rotate_request: None,
-        })
+        after_mint(
+            &base(now, prev),
+            &Minted {
+                access_key_id: "AK1",
+                expires_at: t(now + 3600),
+                renewal: Renewal {
+                    at: t(now + 2400),
+                    clamped: false,
+                },
+                shortened_from: None,
+                rotate_request: None,
+            },
+        )
     }
 
     #[test]
@@ -292,18 +333,25 @@ mod tests {
     #[test]
     fn failures_walk_from_renewal_failing_to_expired_and_recover() {
         let ok = minted(&Default::default(), 0);
-        let f1 = after_failure(&base(2400, &ok), &server_error(), t(2405), Some(t(3600)));
+        let f1 = after_failure(&base(2400, &ok), SERVER, UNAVAILABLE, t(2405), Some(t(3600)));
         assert_eq!(ready(&f1), ("False", reasons::RENEWAL_FAILING));
         assert_eq!(f1.failed_attempts, 1);
         assert_eq!(f1.renewal_time, Some(Time(t(2405))));
-        assert_eq!(f1.expires_at, Some(Time(t(3600))), "status keeps the expiry of what the Secret holds");
+        assert_eq!(
+            f1.expires_at,
+            Some(Time(t(3600))),
+            "status keeps the expiry of what the Secret holds"
+        );
         let msg = &find(&f1.conditions, types::READY).unwrap().message;
-        assert!(msg.contains("server") && msg.contains("attempt 1") && msg.contains("valid until"), "{msg}");
+        assert!(
+            msg.contains("server") && msg.contains("attempt 1") && msg.contains("valid until"),
+            "{msg}"
+        );
 
         let waiting = during_backoff(&base(3700, &f1), Some(t(3600)));
         assert_eq!(ready(&waiting), ("False", reasons::EXPIRED));
 
-        let f2 = after_failure(&base(3700, &waiting), &server_error(), t(3710), Some(t(3600)));
+        let f2 = after_failure(&base(3700, &waiting), SERVER, UNAVAILABLE, t(3710), Some(t(3600)));
         assert_eq!(ready(&f2), ("False", reasons::EXPIRED));
         assert_eq!(f2.failed_attempts, 2);
 
@@ -315,19 +363,25 @@ mod tests {
 
     #[test]
     fn a_credential_that_never_minted_reports_mint_failed() {
-        let f = after_failure(&base(0, &Default::default()), &server_error(), t(5), None);
+        let f = after_failure(&base(0, &Default::default()), SERVER, UNAVAILABLE, t(5), None);
         assert_eq!(ready(&f), ("False", reasons::MINT_FAILED));
     }
 
     #[test]
     fn shortened_lifetimes_and_clamped_renew_before_are_reported_and_cleared() {
-        let s = after_mint(&base(0, &Default::default()), &Minted {
-            access_key_id: "AK1",
-            expires_at: t(30),
-            renewal: Renewal { at: t(20), clamped: false },
-            shortened_from: Some(Duration::from_secs(3600)),
-            rotate_request: Some("r1"),
-        });
+        let s = after_mint(
+            &base(0, &Default::default()),
+            &Minted {
+                access_key_id: "AK1",
+                expires_at: t(30),
+                renewal: Renewal {
+                    at: t(20),
+                    clamped: false,
+                },
+                shortened_from: Some(Duration::from_secs(3600)),
+                rotate_request: Some("r1"),
+            },
+        );
         let c = find(&s.conditions, types::DURATION_ADJUSTED).unwrap();
         assert_eq!(c.reason, reasons::LIFETIME_SHORTENED);
         assert_eq!(s.last_rotate_request.as_deref(), Some("r1"));
@@ -338,18 +392,48 @@ mod tests {
     #[test]
     fn keeping_a_good_secret_is_idempotent() {
         let ok = minted(&Default::default(), 0);
-        let k1 = after_keep(&base(100, &ok), Some("AK1"), t(0), t(3600), Renewal { at: t(2400), clamped: false });
-        let k2 = after_keep(&base(200, &k1), Some("AK1"), t(0), t(3600), Renewal { at: t(2400), clamped: false });
-        assert_eq!(k1, k2, "an unchanged world yields an unchanged status, so no write");
+        let k1 = after_keep(
+            &base(100, &ok),
+            Some("AK1"),
+            t(0),
+            t(3600),
+            Renewal {
+                at: t(2400),
+                clamped: false,
+            },
+        );
+        let k2 = after_keep(
+            &base(200, &k1),
+            Some("AK1"),
+            t(0),
+            t(3600),
+            Renewal {
+                at: t(2400),
+                clamped: false,
+            },
+        );
+        assert_eq!(
+            k1, k2,
+            "an unchanged world yields an unchanged status, so no write"
+        );
         assert_eq!(ready(&k1), ("True", reasons::ISSUED));
     }
 
     #[test]
     fn problems_keep_the_expiry_of_the_credential_still_held() {
         let ok = minted(&Default::default(), 0);
-        let p = after_problem(&base(100, &ok), &Problem::new(reasons::DENIED, "namespace team-a is not allowed"), Some(t(3600)));
+        let p = after_problem(
+            &base(100, &ok),
+            &Problem::new(reasons::DENIED, "namespace team-a is not allowed"),
+            Some(t(3600)),
+        );
         assert_eq!(ready(&p), ("False", reasons::DENIED));
         assert_eq!(p.renewal_time, None);
-        assert!(find(&p.conditions, types::READY).unwrap().message.contains("valid until 1970-01-01T01:00:00Z"));
+        assert!(
+            find(&p.conditions, types::READY)
+                .unwrap()
+                .message
+                .contains("valid until 1970-01-01T01:00:00Z")
+        );
     }
 }

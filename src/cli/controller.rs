@@ -1,0 +1,172 @@
+//! `tcred controller`: serve metrics and health, win the leader lease, run the controllers, and
+//! step down cleanly on SIGTERM.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use kube::Client;
+use tokio::sync::watch;
+use tracing::info;
+
+use super::Error;
+use crate::{
+    controller::{self, Config, Readiness},
+    leader::{Election, LeaderConfig},
+    metrics::Metrics,
+    server::{self, Health},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (TemporaryCredentials, CredentialSources, managed Secrets).
+    /// Default: all namespaces.
+    #[arg(long, env = "TCRED_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "TCRED_METRICS_BIND_ADDRESS")]
+    pub metrics_bind_address: SocketAddr,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 16, env = "TCRED_CONCURRENCY")]
+    pub concurrency: u16,
+    /// Mints per second allowed per Huawei Cloud endpoint (0: unlimited).
+    #[arg(long, default_value_t = 20.0, env = "TCRED_MINT_RATE")]
+    pub mint_rate: f64,
+    /// Mints allowed in a burst per endpoint.
+    #[arg(long, default_value_t = 40, env = "TCRED_MINT_BURST")]
+    pub mint_burst: u32,
+    /// Warn (condition, Event) this long before an Identity Center session ends.
+    #[arg(long, default_value = "24h", env = "TCRED_SESSION_WARNING")]
+    pub session_warning: kube::core::Duration,
+    /// Elect a leader among replicas; only the leader mints and writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "TCRED_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else --namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "tcred-controller", env = "TCRED_LEADER_ELECTION_ID")]
+    pub leader_election_id: String,
+    /// Seconds a lease stays valid without renewal: how long a standby waits after the leader dies.
+    #[arg(long, default_value_t = 15, env = "TCRED_LEASE_DURATION_SECONDS")]
+    pub lease_duration_seconds: u64,
+    /// The leader renews this many seconds before its lease would lapse.
+    #[arg(long, default_value_t = 5, env = "TCRED_LEASE_GRACE_SECONDS")]
+    pub lease_grace_seconds: u64,
+    /// This replica's identity in the Lease and in Events (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Why the controller stopped.
+enum Stop {
+    Signal,
+    LostLease,
+}
+
+async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn identity(args: &ControllerArgs) -> String {
+    args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tcred".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (addr, serve) = server::bind(args.metrics_bind_address, metrics.clone(), health.clone()).await?;
+    info!(%addr, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(serve);
+
+    let config = Config {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency.max(1),
+        mint_rate: args.mint_rate,
+        mint_burst: args.mint_burst,
+        session_warning: Duration::from(args.session_warning),
+    };
+    let id = identity(&args);
+
+    if !args.leader_elect {
+        metrics.leader.set(1);
+        let stop = async {
+            signalled().await;
+            info!("shutting down");
+        };
+        controller::run(client, config, metrics, Some(id), health, stop).await?;
+        return Ok(());
+    }
+
+    let lease = LeaderConfig {
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".into()),
+        lease_name: args.leader_election_id.clone(),
+        identity: id.clone(),
+        duration_seconds: args.lease_duration_seconds,
+        grace_seconds: args.lease_grace_seconds,
+    };
+    let mut election = Election::start(client.clone(), &lease).await?;
+    // A standby is healthy and ready to take over.
+    health.set_ready(true);
+    info!(identity = %id, lease = %lease.lease_name, namespace = %lease.namespace, "waiting for the leader lease");
+    tokio::select! {
+        _ = signalled() => {
+            election.release().await;
+            return Ok(());
+        }
+        acquired = election.acquired() => acquired?,
+    }
+    info!(identity = %id, "acquired the leader lease");
+    metrics.leader.set(1);
+    health.set_ready(false);
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let watch_stop = tokio::spawn(async move {
+        let why = tokio::select! {
+            _ = signalled() => Stop::Signal,
+            _ = election.lost() => Stop::LostLease,
+        };
+        let _ = stop_tx.send(true);
+        (why, election)
+    });
+    let stop = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+        info!("stopping the controller");
+    };
+    controller::run(client, config, metrics.clone(), Some(id), health, stop).await?;
+    metrics.leader.set(0);
+    let (why, election) = watch_stop
+        .await
+        .map_err(|e| Error::Usage(format!("shutdown task failed: {e}")))?;
+    match why {
+        Stop::Signal => {
+            election.release().await;
+            Ok(())
+        }
+        Stop::LostLease => Err(Error::LostLease),
+    }
+}

@@ -1,0 +1,69 @@
+//! The `tcred` command line: `controller`, `crd`, `login`, `status`, `rotate`.
+
+mod controller;
+mod crd;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// tcred keeps short-lived Huawei Cloud credentials in Kubernetes Secrets.
+#[derive(Debug, Parser)]
+#[command(name = "tcred", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TCRED_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator.
+    Controller(controller::ControllerArgs),
+    /// Print the CRDs as YAML, or write one file per CRD.
+    Crd(crd::CrdArgs),
+}
+
+/// Errors a command reports to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Controller(#[from] crate::controller::Error),
+    #[error("{0}")]
+    Leader(#[from] crate::leader::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("lost the leader lease; exiting so a fresh replica can stand by")]
+    LostLease,
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Cli {
+    /// The default log filter for the command (`RUST_LOG` overrides it).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Controller(_) => "info,kube_lease_manager=warn",
+            _ => "warn",
+        }
+    }
+
+    pub async fn run(self) -> Result<(), Error> {
+        match self.command {
+            Command::Controller(args) => controller::run(args).await,
+            Command::Crd(args) => crd::run(&args),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What every reconcile shares: clients, caches of sources and namespaces, the rate limiter,
+//! metrics, and the lookup of a TemporaryCredential's source in those caches.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Client, ResourceExt,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        events::Recorder,
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use super::authorize::Problem;
+use crate::{
+    api::{
+        ClusterCredentialSource, CredentialSource, SecretReference, SourceKind, SourceView,
+        TemporaryCredential, condition::reasons,
+    },
+    cloud::HttpClient,
+    metrics::{Metrics, source_label},
+    ratelimit::RateLimiter,
+};
+
+/// Settings of the controller process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (TemporaryCredentials, CredentialSources, Secrets).
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Mints per second per Huawei endpoint, and the burst allowed.
+    pub mint_rate: f64,
+    pub mint_burst: u32,
+    /// Warn this long before an Identity Center portal session ends.
+    pub session_warning: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 16,
+            mint_rate: 20.0,
+            mint_burst: 40,
+            session_warning: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Caches shared by the credential and source controllers.
+#[derive(Clone)]
+pub struct Stores {
+    pub sources: Store<DeserializeGuard<CredentialSource>>,
+    pub cluster_sources: Store<DeserializeGuard<ClusterCredentialSource>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub http: HttpClient,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
+    pub stores: Stores,
+    pub config: Config,
+    /// (source uid, account, permission set) → agency URN, so Identity Center mints do not list
+    /// the user's assignments every time.
+    pub agency_urns: Mutex<HashMap<(String, String, String), (String, Instant)>>,
+}
+
+/// How long a resolved permission set → agency URN mapping is trusted.
+pub const AGENCY_URN_TTL: Duration = Duration::from_secs(600);
+
+/// A TemporaryCredential's source, held for the duration of a reconcile.
+#[derive(Clone)]
+pub enum Source {
+    Namespaced(Arc<DeserializeGuard<CredentialSource>>),
+    Cluster(Arc<DeserializeGuard<ClusterCredentialSource>>),
+}
+
+impl Source {
+    /// The spec as a view, or the problem if the object could not be read.
+    pub fn view(&self) -> Result<SourceView<'_>, Problem> {
+        let invalid = |e: &kube::core::error_boundary::InvalidObject| {
+            Problem::new(
+                reasons::SOURCE_NOT_READY,
+                format!("the source cannot be read: {}", e.error),
+            )
+        };
+        match self {
+            Self::Namespaced(g) => g.0.as_ref().map(|s| s.spec.view()).map_err(invalid),
+            Self::Cluster(g) => g.0.as_ref().map(|s| s.spec.view()).map_err(invalid),
+        }
+    }
+
+    /// `<namespace>/<name>` or `<name>`: the metric label and how messages name the source.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Namespaced(g) => g.0.as_ref().map(source_label).unwrap_or_default(),
+            Self::Cluster(g) => g.0.as_ref().map(source_label).unwrap_or_default(),
+        }
+    }
+
+    pub fn uid(&self) -> String {
+        match self {
+            Self::Namespaced(g) => g.0.as_ref().ok().and_then(|s| s.uid()).unwrap_or_default(),
+            Self::Cluster(g) => g.0.as_ref().ok().and_then(|s| s.uid()).unwrap_or_default(),
+        }
+    }
+
+    /// Where a Secret referenced by the source lives: the source's own namespace for a
+    /// CredentialSource (never elsewhere), the named namespace for a ClusterCredentialSource.
+    pub fn secret_namespace(&self, r: &SecretReference) -> Result<String, Problem> {
+        match self {
+            Self::Namespaced(g) => match (&g.0, &r.namespace) {
+                (Ok(s), None) => Ok(s.namespace().unwrap_or_default()),
+                (Ok(_), Some(_)) => Err(Problem::new(
+                    reasons::SOURCE_NOT_READY,
+                    "a CredentialSource may only reference Secrets in its own namespace",
+                )),
+                (Err(e), _) => Err(Problem::new(
+                    reasons::SOURCE_NOT_READY,
+                    format!("the source cannot be read: {}", e.error),
+                )),
+            },
+            Self::Cluster(_) => r.namespace.clone().ok_or_else(|| {
+                Problem::new(
+                    reasons::SOURCE_NOT_READY,
+                    "a ClusterCredentialSource must name the namespace of each Secret",
+                )
+            }),
+        }
+    }
+}
+
+impl Context {
+    /// The source `tc` names, from the caches.
+    pub fn source_of(&self, tc: &TemporaryCredential) -> Result<Source, Problem> {
+        let r = &tc.spec.source_ref;
+        let ns = tc.namespace().unwrap_or_default();
+        let found = match r.kind {
+            SourceKind::CredentialSource => self
+                .stores
+                .sources
+                .get(&ObjectRef::new(&r.name).within(&ns))
+                .map(Source::Namespaced),
+            SourceKind::ClusterCredentialSource => self
+                .stores
+                .cluster_sources
+                .get(&ObjectRef::new(&r.name))
+                .map(Source::Cluster),
+        };
+        found.ok_or_else(|| {
+            let what = match r.kind {
+                SourceKind::CredentialSource => format!("CredentialSource {ns}/{}", r.name),
+                SourceKind::ClusterCredentialSource => format!("ClusterCredentialSource {}", r.name),
+            };
+            Problem::new(reasons::SOURCE_NOT_FOUND, format!("{what} does not exist"))
+        })
+    }
+
+    /// Labels of `namespace`, from the cache.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.stores
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .map(|n| n.labels().clone())
+    }
+}

@@ -1,0 +1,344 @@
+//! Minting one credential through a source: read what the source needs (access key Secret,
+//! session Secret, or a ServiceAccount token), take a token from the endpoint's bucket, and call
+//! Huawei Cloud.
+
+use std::{fmt, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Secret, ServiceAccount},
+};
+use kube::{Api, ResourceExt, api::PostParams};
+
+use super::{
+    authorize::{Authorized, Target},
+    context::{AGENCY_URN_TTL, Context, Source},
+};
+use crate::{
+    api::{SourceMode, TemporaryCredential},
+    cloud::{
+        CloudError, ErrorClass, IssuedCredential,
+        endpoints::{self, ResolvedEndpoints},
+        portal,
+        signer::AccessKey,
+        sts::{self, AssumeRequest},
+    },
+    sensitive::SecretString,
+    session::Session,
+};
+
+/// Keys of an accessKey source's Secret.
+pub const ACCESS_KEY_ID: &str = "accessKeyId";
+pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+
+/// Lifetime of the ServiceAccount tokens exchanged with STS (TokenRequest's minimum).
+const DEFAULT_SA_TOKEN_SECONDS: i64 = 600;
+
+/// A failed mint, classified. Its message never carries secret material.
+#[derive(Debug)]
+pub struct MintError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for MintError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<CloudError> for MintError {
+    fn from(e: CloudError) -> Self {
+        Self {
+            class: e.class(),
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl MintError {
+    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn kube(what: &str, e: &kube::Error) -> Self {
+        let class = match e {
+            kube::Error::Api(s) if s.code == 404 => ErrorClass::NotFound,
+            kube::Error::Api(s) if s.code == 403 || s.code == 401 => ErrorClass::Auth,
+            kube::Error::Api(s) if s.code == 429 => ErrorClass::Throttled,
+            kube::Error::Api(s) if s.code >= 500 => ErrorClass::Server,
+            kube::Error::Api(_) => ErrorClass::InvalidRequest,
+            _ => ErrorClass::Network,
+        };
+        let detail = match e {
+            kube::Error::Api(s) => s.message.clone(),
+            other => other.to_string(),
+        };
+        Self::new(class, format!("{what}: {detail}"))
+    }
+}
+
+/// The session name for `tc`: the spec's, or `<namespace>-<name>` trimmed to Huawei's rules
+/// (2–64 of `[A-Za-z0-9_+=,.@-]`).
+pub fn session_name(tc: &TemporaryCredential) -> String {
+    if let Some(n) = &tc.spec.session_name {
+        return n.clone();
+    }
+    let raw = format!("{}-{}", tc.namespace().unwrap_or_default(), tc.name_any());
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    while s.len() < 2 {
+        s.push('-');
+    }
+    s
+}
+
+/// Mints one credential for `tc` through `source`.
+pub async fn mint(
+    ctx: &Context,
+    tc: &TemporaryCredential,
+    source: &Source,
+    auth: &Authorized<'_>,
+) -> Result<IssuedCredential, MintError> {
+    let view = source
+        .view()
+        .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
+    let endpoints = endpoints::resolve(auth.mode.region(), view.endpoints)?;
+    let session = session_name(tc);
+    let duration_seconds = auth
+        .duration
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    match (&auth.mode, &auth.target) {
+        (SourceMode::AccessKey(ak), Target::Agency { urn, .. }) => {
+            let ns = source
+                .secret_namespace(&ak.secret_ref)
+                .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
+            let key = read_access_key(ctx, &ns, &ak.secret_ref.name).await?;
+            ctx.limiter.acquire(endpoints.sts.as_str()).await;
+            let req = AssumeRequest {
+                agency_urn: urn,
+                session_name: &session,
+                duration_seconds,
+                policy: tc.spec.policy.as_deref(),
+            };
+            Ok(sts::assume_agency(&ctx.http, &endpoints.sts, &key, &req).await?)
+        }
+        (SourceMode::WebIdentity(wi), Target::Agency { urn, .. }) => {
+            let sa = tc.spec.service_account_name.as_deref().unwrap_or("default");
+            let seconds = wi
+                .token_expiration
+                .map(|d| Duration::from(d).as_secs() as i64)
+                .unwrap_or(DEFAULT_SA_TOKEN_SECONDS);
+            let token = service_account_token(
+                ctx,
+                &tc.namespace().unwrap_or_default(),
+                sa,
+                &wi.audience,
+                seconds,
+            )
+            .await?;
+            ctx.limiter.acquire(endpoints.sts.as_str()).await;
+            let req = AssumeRequest {
+                agency_urn: urn,
+                session_name: &session,
+                duration_seconds,
+                policy: tc.spec.policy.as_deref(),
+            };
+            Ok(
+                sts::assume_agency_with_oidc(&ctx.http, &endpoints.sts, &wi.provider_urn, &token, &req)
+                    .await?,
+            )
+        }
+        (SourceMode::IdentityCenter(ic), Target::PermissionSet { account_id, name }) => {
+            let ns = source
+                .secret_namespace(&ic.session_secret_ref)
+                .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
+            let session = read_session(ctx, &ns, &ic.session_secret_ref.name, &source.label()).await?;
+            mint_portal(ctx, source, &endpoints, &session, account_id, name).await
+        }
+        _ => Err(MintError::new(
+            ErrorClass::InvalidRequest,
+            "the target does not fit the source mode",
+        )),
+    }
+}
+
+async fn mint_portal(
+    ctx: &Context,
+    source: &Source,
+    endpoints: &ResolvedEndpoints,
+    session: &Session,
+    account_id: &str,
+    permission_set: &str,
+) -> Result<IssuedCredential, MintError> {
+    let key = (source.uid(), account_id.to_owned(), permission_set.to_owned());
+    let cached = {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is still valid.
+        let map = ctx.agency_urns.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&key)
+            .filter(|(_, at)| at.elapsed() < AGENCY_URN_TTL)
+            .map(|(urn, _)| urn.clone())
+    };
+    let portal_key = endpoints.portal.as_str();
+    let urn = match cached {
+        Some(urn) => urn,
+        None => {
+            ctx.limiter.acquire(portal_key).await;
+            let urn = portal::resolve_permission_set(
+                &ctx.http,
+                &endpoints.portal,
+                &session.access_token,
+                account_id,
+                permission_set,
+            )
+            .await?;
+            ctx.agency_urns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), (urn.clone(), std::time::Instant::now()));
+            urn
+        }
+    };
+    ctx.limiter.acquire(portal_key).await;
+    match portal::get_credentials(
+        &ctx.http,
+        &endpoints.portal,
+        &session.access_token,
+        account_id,
+        &urn,
+    )
+    .await
+    {
+        Err(e) if e.class() == ErrorClass::NotFound => {
+            // The permission set may have been re-provisioned under a new agency: look it up again next time.
+            ctx.agency_urns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            Err(e.into())
+        }
+        other => Ok(other?),
+    }
+}
+
+async fn read_access_key(ctx: &Context, namespace: &str, name: &str) -> Result<AccessKey, MintError> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| MintError::kube(&format!("reading access key Secret {namespace}/{name}"), &e))?;
+    let field = |k: &str| -> Result<String, MintError> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                MintError::new(
+                    ErrorClass::InvalidRequest,
+                    format!("Secret {namespace}/{name} has no key {k}"),
+                )
+            })
+    };
+    Ok(AccessKey {
+        id: field(ACCESS_KEY_ID)?,
+        secret: SecretString::new(field(SECRET_ACCESS_KEY)?),
+        security_token: None,
+    })
+}
+
+async fn read_session(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    source: &str,
+) -> Result<Session, MintError> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| {
+            MintError::kube(
+                &format!("reading session Secret {namespace}/{name}; run `tcred login --source {source}`"),
+                &e,
+            )
+        })?;
+    let session = Session::from_secret(&secret).map_err(|e| {
+        MintError::new(
+            ErrorClass::Auth,
+            format!("session Secret {namespace}/{name}: {e}; run `tcred login --source {source}`"),
+        )
+    })?;
+    if session.is_expired(Timestamp::now()) {
+        return Err(MintError::new(
+            ErrorClass::Auth,
+            format!(
+                "the Identity Center session expired at {}; run `tcred login --source {source}`",
+                super::secret::rfc3339(session.access_token_expires_at)
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+async fn service_account_token(
+    ctx: &Context,
+    namespace: &str,
+    service_account: &str,
+    audience: &str,
+    seconds: i64,
+) -> Result<SecretString, MintError> {
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_owned()]),
+            expiration_seconds: Some(seconds),
+            bound_object_ref: None,
+        }),
+        ..Default::default()
+    };
+    let resp = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
+        .create_token_request(service_account, &PostParams::default(), &req)
+        .await
+        .map_err(|e| {
+            MintError::kube(
+                &format!("requesting a token for ServiceAccount {namespace}/{service_account}"),
+                &e,
+            )
+        })?;
+    resp.status
+        .and_then(|s| s.token)
+        .map(SecretString::new)
+        .ok_or_else(|| MintError::new(ErrorClass::Server, "the TokenRequest returned no token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::tc;
+
+    #[test]
+    fn session_names_default_to_namespace_and_name_within_huaweis_rules() {
+        assert_eq!(session_name(&tc("billing")), "team-a-billing");
+        let long = tc(&"x".repeat(80));
+        assert_eq!(session_name(&long).len(), 64);
+        let mut named = tc("billing");
+        named.spec.session_name = Some("ci@prod".into());
+        assert_eq!(session_name(&named), "ci@prod");
+    }
+}

@@ -1,0 +1,422 @@
+//! One reconcile of a TemporaryCredential: fetch the Secret and the source, authorize, plan, and
+//! then mint and apply, keep, or wait, writing the status and an Event on each transition.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    core::{DeserializeGuard, error_boundary::InvalidObject},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{
+    Error,
+    apply::{self, FIELD_MANAGER},
+    authorize::{self, Problem, Request},
+    context::Context,
+    mint,
+    plan::{MintReason, Plan, PlanInput, plan},
+    secret::{self, Observed, Times},
+    status::{self, Base, Minted},
+};
+use crate::{
+    api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
+    metrics::{MintLabels, Timer},
+    schedule::{RenewPolicy, RetryInput, lifetime_shortened, renewal_time, retry_delay, until},
+};
+
+/// Entry point for the runtime.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<TemporaryCredential>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let _timer = Timer::start(&ctx.metrics.reconcile_duration);
+    let tc = match &obj.0 {
+        Ok(tc) => tc,
+        Err(invalid) => {
+            report_invalid(&ctx, &obj, invalid).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if tc.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    Reconciler {
+        ctx: &ctx,
+        tc,
+        now: Timestamp::now(),
+        prev: tc.status.clone().unwrap_or_default(),
+    }
+    .run()
+    .await
+}
+
+/// Requeue policy for reconcile errors (Kubernetes API failures): retry soon; the object's own
+/// schedule is in its status and is reached again on the next successful reconcile.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<TemporaryCredential>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.count_error(error.metric_label());
+    warn!(%error, object = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// An object that does not deserialize (stored before a schema rule existed, or written around
+/// validation): report it on its status and in an Event, and leave it alone until it changes.
+async fn report_invalid(ctx: &Context, obj: &DeserializeGuard<TemporaryCredential>, invalid: &InvalidObject) {
+    ctx.metrics.count_error("invalid_object");
+    let name = obj.name_any();
+    let ns = obj.namespace().unwrap_or_default();
+    warn!(object = %name, namespace = %ns, error = %invalid.error, "skipping a TemporaryCredential that cannot be read");
+    let message = format!("the TemporaryCredential cannot be read: {}", invalid.error);
+    let body = json!({
+        "apiVersion": TemporaryCredential::api_version(&()),
+        "kind": TemporaryCredential::kind(&()),
+        "status": {
+            "observedGeneration": invalid.metadata.generation,
+            "conditions": [{
+                "type": "Ready", "status": "False", "reason": reasons::INVALID_SPEC, "message": message,
+                "lastTransitionTime": secret::rfc3339(Timestamp::now()),
+                "observedGeneration": invalid.metadata.generation,
+            }],
+        },
+    });
+    let api = Api::<DeserializeGuard<TemporaryCredential>>::namespaced(ctx.client.clone(), &ns);
+    if let Err(error) = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        warn!(%error, object = %name, "could not write the status of an unreadable TemporaryCredential");
+    }
+    apply::publish(ctx, obj, true, reasons::INVALID_SPEC, "Validate", message).await;
+}
+
+struct Reconciler<'a> {
+    ctx: &'a Context,
+    tc: &'a TemporaryCredential,
+    now: Timestamp,
+    prev: TemporaryCredentialStatus,
+}
+
+impl Reconciler<'_> {
+    fn base(&self) -> Base<'_> {
+        Base {
+            now: self.now,
+            generation: self.tc.metadata.generation,
+            prev: &self.prev,
+            target: authorize::target_of(&self.tc.spec).ok().map(|t| t.display()),
+            secret_name: secret::secret_name(self.tc),
+        }
+    }
+
+    fn namespace(&self) -> String {
+        self.tc.namespace().unwrap_or_default()
+    }
+
+    fn policy(&self) -> RenewPolicy {
+        RenewPolicy {
+            renew_before: self.tc.spec.renew_before.map(Into::into),
+            renew_before_percentage: self.tc.spec.renew_before_percentage,
+        }
+    }
+
+    fn uid(&self) -> String {
+        self.tc.uid().unwrap_or_else(|| self.tc.name_any())
+    }
+
+    async fn run(self) -> Result<Action, Error> {
+        let ns = self.namespace();
+        let secret_name = secret::secret_name(self.tc);
+        let live = Api::<Secret>::namespaced(self.ctx.client.clone(), &ns)
+            .get_opt(&secret_name)
+            .await
+            .map_err(Error::Kube)?;
+        let observed = secret::observe(self.tc, live.as_ref());
+        let held_expiry = match &observed {
+            Observed::Managed(m) if m.intact => m.expires_at,
+            _ => None,
+        };
+
+        let source = match self.ctx.source_of(self.tc) {
+            Ok(s) => s,
+            Err(p) => return self.blocked(p, held_expiry).await,
+        };
+        let view = match source.view() {
+            Ok(v) => v,
+            Err(p) => return self.blocked(p, held_expiry).await,
+        };
+        let ns_labels = self.ctx.namespace_labels(&ns);
+        let auth = match authorize::authorize(Request {
+            namespace: &ns,
+            namespace_labels: ns_labels.as_ref(),
+            spec: &self.tc.spec,
+            source_kind: self.tc.spec.source_ref.kind,
+            source_name: &self.tc.spec.source_ref.name,
+            source: view,
+        }) {
+            Ok(a) => a,
+            Err(p) => {
+                if p.reason == reasons::DENIED {
+                    self.ctx.metrics.count_error("denied");
+                }
+                return self.blocked(p, held_expiry).await;
+            }
+        };
+
+        let uid = self.uid();
+        let rotate_request = self.tc.annotations().get(annotations::ROTATE).cloned();
+        let decision = plan(PlanInput {
+            now: self.now,
+            generation: self.tc.metadata.generation,
+            status: &self.prev,
+            observed: &observed,
+            rotate_request: rotate_request.as_deref(),
+            policy: self.policy(),
+            uid: &uid,
+        });
+        match decision {
+            Plan::Conflict => {
+                let p = Problem::new(
+                    reasons::SECRET_CONFLICT,
+                    format!(
+                        "Secret {ns}/{secret_name} exists and is not managed by tcred for this TemporaryCredential; \
+                         tcred will not overwrite it: delete it or set spec.secret.name"
+                    ),
+                );
+                self.blocked(p, None).await
+            }
+            Plan::Keep {
+                renewal,
+                issued_at,
+                expires_at,
+                refresh_metadata,
+            } => {
+                if refresh_metadata && let Some(live) = live {
+                    let times = Times {
+                        issued_at,
+                        renewal_at: renewal.at,
+                    };
+                    let relabelled =
+                        secret::with_data(self.tc, live.data.unwrap_or_default(), expires_at, times);
+                    apply::apply_secret(self.ctx, &relabelled)
+                        .await
+                        .map_err(Error::Kube)?;
+                }
+                let ak = match &observed {
+                    Observed::Managed(m) => m.access_key_id.clone(),
+                    _ => None,
+                };
+                let mut next =
+                    status::after_keep(&self.base(), ak.as_deref(), issued_at, expires_at, renewal);
+                self.owed_restarts(&mut next).await;
+                self.write_status(&next).await?;
+                Ok(requeue_until(self.now, renewal.at))
+            }
+            Plan::Backoff { retry_at, .. } => {
+                let next = status::during_backoff(&self.base(), held_expiry);
+                self.write_status(&next).await?;
+                let wake = match held_expiry {
+                    Some(exp) if exp > self.now => retry_at.min(exp),
+                    _ => retry_at,
+                };
+                Ok(requeue_until(self.now, wake))
+            }
+            Plan::Mint(reason) => {
+                self.mint(reason, &source, &auth, held_expiry, rotate_request.as_deref())
+                    .await
+            }
+        }
+    }
+
+    async fn mint(
+        &self,
+        reason: MintReason,
+        source: &super::context::Source,
+        auth: &authorize::Authorized<'_>,
+        held_expiry: Option<Timestamp>,
+        rotate_request: Option<&str>,
+    ) -> Result<Action, Error> {
+        let ns = self.namespace();
+        let started = Timestamp::now();
+        let result = {
+            let _t = Timer::start(&self.ctx.metrics.mint_duration);
+            mint::mint(self.ctx, self.tc, source, auth).await
+        };
+        let source_label = source.label();
+        let cred = match result {
+            Ok(c) => c,
+            Err(e) => {
+                let class = e.class;
+                self.ctx
+                    .metrics
+                    .mints
+                    .get_or_create(&MintLabels {
+                        source: source_label,
+                        result: class.label().into(),
+                    })
+                    .inc();
+                self.ctx.metrics.count_error(&format!("mint_{}", class.label()));
+                let remaining = held_expiry.filter(|x| *x > self.now).map(|x| until(self.now, x));
+                let uid = self.uid();
+                let delay = retry_delay(RetryInput {
+                    attempt: u32::try_from(self.prev.failed_attempts)
+                        .unwrap_or(0)
+                        .saturating_add(1),
+                    class,
+                    retry_after: e.retry_after,
+                    remaining_validity: remaining,
+                    jitter_key: &uid,
+                });
+                let retry_at =
+                    self.now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+                warn!(
+                    object = %self.tc.name_any(), namespace = %ns, reason = %reason, class = class.label(),
+                    retry_in_seconds = delay.as_secs(), error = %e.message, "mint failed"
+                );
+                let next = status::after_failure(&self.base(), class, &e.message, retry_at, held_expiry);
+                self.write_status(&next).await?;
+                return Ok(Action::requeue(delay));
+            }
+        };
+        self.ctx
+            .metrics
+            .mints
+            .get_or_create(&MintLabels {
+                source: source_label,
+                result: "success".into(),
+            })
+            .inc();
+
+        let renewal = renewal_time(started, cred.expires_at, self.policy(), &self.uid());
+        let built = secret::build(
+            self.tc,
+            &cred,
+            Times {
+                issued_at: started,
+                renewal_at: renewal.at,
+            },
+        );
+        apply::apply_secret(self.ctx, &built).await.map_err(Error::Kube)?;
+        self.remove_renamed_secret().await;
+
+        let shortened_from = auth
+            .duration
+            .filter(|d| lifetime_shortened(started, cred.expires_at, *d));
+        let mut next = status::after_mint(
+            &self.base(),
+            &Minted {
+                access_key_id: &cred.access_key_id,
+                expires_at: cred.expires_at,
+                renewal,
+                shortened_from,
+                rotate_request,
+            },
+        );
+        info!(
+            object = %self.tc.name_any(), namespace = %ns, reason = %reason, access_key_id = %cred.access_key_id,
+            expires_at = %secret::rfc3339(cred.expires_at), renewal_at = %secret::rfc3339(renewal.at), "credential minted"
+        );
+        self.owed_restarts(&mut next).await;
+        self.write_status(&next).await?;
+        Ok(requeue_until(self.now, renewal.at))
+    }
+
+    /// Nothing can be minted: record why, keep whatever the Secret holds.
+    async fn blocked(&self, problem: Problem, held_expiry: Option<Timestamp>) -> Result<Action, Error> {
+        let next = status::after_problem(&self.base(), &problem, held_expiry);
+        self.write_status(&next).await?;
+        // A change to the object, its source or its namespace triggers the next reconcile.
+        Ok(Action::await_change())
+    }
+
+    /// Restarts owed for rotations that have not been followed by one yet (also after a crash or
+    /// a leader change between the Secret write and the restart).
+    async fn owed_restarts(&self, next: &mut TemporaryCredentialStatus) {
+        let targets = &self.tc.spec.rollout_restart_targets;
+        let done = next.restarted_rotation.unwrap_or(0);
+        if targets.is_empty() || next.rotations < 2 {
+            next.restarted_rotation = Some(next.rotations);
+            return;
+        }
+        if done >= next.rotations {
+            return;
+        }
+        if apply::restart_targets(self.ctx, self.tc, targets, self.now)
+            .await
+            .is_empty()
+        {
+            next.restarted_rotation = Some(next.rotations);
+        }
+    }
+
+    /// A Secret written under a former `spec.secret.name` is deleted once the new one exists.
+    async fn remove_renamed_secret(&self) {
+        let Some(old) = self.prev.secret_name.as_deref() else {
+            return;
+        };
+        let current = secret::secret_name(self.tc);
+        if old == current || self.tc.spec.secret.deletion_policy == crate::api::DeletionPolicy::Retain {
+            return;
+        }
+        let api = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace());
+        let ours = match api.get_opt(old).await {
+            Ok(Some(s)) => s.labels().get(labels::CREDENTIAL) == Some(&self.tc.name_any()),
+            _ => false,
+        };
+        if ours && let Err(error) = api.delete(old, &DeleteParams::default()).await {
+            warn!(%error, secret = old, "could not delete the Secret written under the former name");
+        }
+    }
+
+    /// Writes the status when it changed, with an Event when the Ready reason moved.
+    async fn write_status(&self, next: &TemporaryCredentialStatus) -> Result<(), Error> {
+        apply::patch_status(self.ctx, self.tc, next)
+            .await
+            .map_err(Error::Kube)?;
+        let before = status::ready_reason(&self.prev);
+        let after = status::ready_reason(next);
+        let rotated = next.rotations != self.prev.rotations;
+        if before != after || rotated {
+            let Some(c) = crate::api::condition::find(&next.conditions, crate::api::condition::types::READY)
+            else {
+                return Ok(());
+            };
+            let warning = c.status != "True";
+            apply::publish(
+                self.ctx,
+                self.tc,
+                warning,
+                &c.reason,
+                action_of(&c.reason),
+                c.message.clone(),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+fn action_of(reason: &str) -> &'static str {
+    match reason {
+        reasons::ISSUED | reasons::ROTATED => "Mint",
+        reasons::RENEWAL_FAILING | reasons::EXPIRED | reasons::MINT_FAILED => "Mint",
+        reasons::DENIED => "Authorize",
+        _ => "Reconcile",
+    }
+}
+
+fn requeue_until(now: Timestamp, at: Timestamp) -> Action {
+    Action::requeue(until(now, at).max(Duration::from_secs(1)))
+}

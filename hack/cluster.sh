@@ -8,6 +8,7 @@
 #   hack/cluster.sh down     stop the processes this script started (by PID)
 #   hack/cluster.sh status   show what runs, where
 #   hack/cluster.sh env      print shell exports (KUBECONFIG, PATH with the cached binaries)
+#   hack/cluster.sh bin-dir kubernetes|etcd|helm   where the cached binaries live
 #
 # State lives in target/cluster/: kubeconfig (admin), kubeconfig-tenant-a, kubeconfig-tenant-b,
 # certificates, the token file, pid files and logs.
@@ -310,6 +311,11 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  bin-dir)
+    case "${2:-}" in
+      kubernetes) echo "$K8S_BIN" ;; etcd) echo "$ETCD_BIN" ;; helm) echo "$HELM_BIN" ;;
+      *) echo "usage: $0 bin-dir kubernetes|etcd|helm" >&2; exit 2 ;;
+    esac ;;
   env) printf 'export KUBECONFIG=%q\nexport PATH=%q:$PATH\n' "$STATE/kubeconfig" "$(bin_path)" ;;
-  *) echo "usage: $0 build|up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|down|status|env|bin-dir" >&2; exit 2 ;;
 esac

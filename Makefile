@@ -1,0 +1,102 @@
+# tcred developer commands. `make help` lists them.
+#
+#   make demo    local control plane + Huawei simulator + operator + an example credential
+#   make test    everything CI runs: lint, CRD drift, unit, cluster, conformance, chart, image
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+CLUSTER := hack/cluster.sh
+# kubectl and helm built for the local control plane (same version as the apiserver)
+K8S_BIN = $(shell $(CLUSTER) bin-dir kubernetes)
+# Cluster tests mostly wait on timers; run several at once.
+TEST_THREADS ?= 6
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# --- the two README commands -------------------------------------------------------------------
+
+.PHONY: demo
+demo: ## Bring up the local demo: control plane, simulator, operator, an example credential
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's operator and simulator (the control plane keeps running)
+	hack/demo.sh down
+
+.PHONY: test
+test: lint crds-check unit cluster-up cluster-test conformance chart-test image-check ## Everything CI runs
+	@echo "all checks passed"
+
+# --- pieces ------------------------------------------------------------------------------------
+
+.PHONY: lint
+lint: ## rustfmt and clippy (warnings are errors)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+.PHONY: crds
+crds: ## Regenerate crds/ and the chart's copy from the Rust types
+	$(CARGO) run --quiet --locked --bin tcred -- crd --output-dir crds
+	$(CARGO) run --quiet --locked --bin tcred -- crd --output-dir charts/tcred/crds
+
+.PHONY: crds-check
+crds-check: crds ## Fail when the committed CRDs differ from the Rust types
+	@git diff --exit-code -- crds charts/tcred/crds || { echo "CRDs drifted: run 'make crds' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- crds charts/tcred/crds)" || { git status --porcelain -- crds charts/tcred/crds; echo "CRDs not committed: run 'make crds' and commit"; exit 1; }
+
+.PHONY: unit
+unit: ## Unit tests (pure logic: signer, schedule, planning, Secret building, ...)
+	$(CARGO) test --locked --lib --bins
+
+.PHONY: cluster-up
+cluster-up: ## Start the local control plane (builds and caches the binaries on first use)
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane
+	$(CLUSTER) down
+
+.PHONY: cluster-status
+cluster-status: ## Show the local control plane
+	$(CLUSTER) status
+
+.PHONY: cluster-test
+cluster-test: cluster-up venv ## Black-box tests on the control plane with the simulator
+	TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm TCRED_PYTHON=$(CURDIR)/$(PYTHON) \
+	  $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Python venv with Huawei's official SDK
+$(VENV)/.installed: conformance/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r conformance/requirements.txt
+	touch $@
+
+.PHONY: conformance
+conformance: venv ## Huawei's Python SDK against the simulator
+	$(CARGO) build --locked --bin tcred-huawei-sim
+	TCRED_SIM_BIN=$(CURDIR)/target/debug/tcred-huawei-sim $(PYTHON) -m pytest conformance -q
+
+.PHONY: chart-test
+chart-test: cluster-up ## helm lint, and install/upgrade/uninstall against the control plane
+	hack/chart-test.sh
+
+.PHONY: image
+image: ## Build the container image with buildah
+	hack/image.sh build
+
+.PHONY: image-check
+image-check: ## Build the image and check user, entrypoint, size and that tcred runs
+	hack/image.sh check
+
+.PHONY: bench
+bench: cluster-up ## Benchmarks (print numbers and write target/bench/*.json)
+	$(CARGO) build --locked --release --bin tcred --bin tcred-huawei-sim --example bench
+	target/release/examples/bench $(BENCH_ARGS)

@@ -1,0 +1,364 @@
+//! TemporaryCredential behaviour on the real control plane with the Huawei simulator: issue,
+//! rotation ahead of expiry, restarts that mint nothing, drift repair, failure handling, schema
+//! validation, and the rule that secret material never leaks.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use support::*;
+use tcred::{
+    api::{TemporaryCredential, annotations, condition::reasons},
+    cloud::{HttpClient, endpoints::parse_endpoint, http::Timeouts, signer::AccessKey, sts},
+    sensitive::SecretString,
+};
+
+const SECRET_KEYS: [&str; 5] = [
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "HUAWEICLOUD_SDK_EXPIRES_AT",
+    "credentials",
+];
+
+fn key_from(secret: &Secret) -> AccessKey {
+    AccessKey {
+        id: secret_text(secret, "HUAWEICLOUD_SDK_AK"),
+        secret: SecretString::new(secret_text(secret, "HUAWEICLOUD_SDK_SK")),
+        security_token: Some(SecretString::new(secret_text(secret, "HUAWEICLOUD_SDK_SECURITY_TOKEN"))),
+    }
+}
+
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+fn has_event(events: &[Event], reason: &str) -> bool {
+    events.iter().any(|e| e.reason.as_deref() == Some(reason))
+}
+
+#[tokio::test]
+async fn creating_a_credential_writes_the_simulator_issued_credential_into_the_secret() {
+    with_namespace("create-issue", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("create-issue", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+
+        let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let status = tc.status.clone().expect("status");
+        assert_eq!(status.observed_generation, tc.metadata.generation);
+        assert_eq!(status.rotations, 1);
+        assert_eq!(status.target.as_deref(), Some(agency_urn(AGENCY).as_str()));
+        let expires = status.expires_at.expect("expiresAt").0;
+        let renewal = status.renewal_time.expect("renewalTime").0;
+        assert!(renewal < expires, "renewal {renewal} must come before expiry {expires}");
+
+        let secret = get_secret(&client, &ns, "billing").await.expect("the Secret exists");
+        for key in SECRET_KEYS {
+            assert!(!secret_text(&secret, key).is_empty(), "key {key} is empty");
+        }
+        assert_eq!(Some(secret_text(&secret, "HUAWEICLOUD_SDK_AK")), status.access_key_id);
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        assert_eq!(secret.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("tcred"));
+        assert_eq!(secret.labels().get("tcred.dev/credential").map(String::as_str), Some("billing"));
+        assert_eq!(
+            secret.annotations().get(annotations::EXPIRES_AT),
+            Some(&tcred::controller::secret::rfc3339(expires))
+        );
+        assert_eq!(secret.owner_references()[0].name, "billing");
+
+        // The credential is real: the simulator accepts a call signed with it.
+        let http = HttpClient::new(Timeouts::default()).expect("http");
+        let who = sts::caller_identity(&http, &parse_endpoint(&sim.url).expect("url"), &key_from(&secret))
+            .await
+            .expect("caller identity with the minted credential");
+        assert!(who.principal_urn.contains("assumed-agency:ops/"), "{}", who.principal_urn);
+        assert_eq!(sim.mints(&agency_urn(AGENCY)).await, 1);
+        assert!(has_event(&events_for(&client, &ns, "billing").await, reasons::ISSUED));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_asked() {
+    with_namespace("short-lifetimes", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_lifetime(Some(30)).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("short-lifetimes", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({"duration": "1h"}))).await;
+        let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let adjusted = tcred::api::condition::find(&tc.status.as_ref().unwrap().conditions, "DurationAdjusted")
+            .expect("DurationAdjusted condition");
+        assert_eq!(adjusted.reason, reasons::LIFETIME_SHORTENED);
+
+        // Watch the Secret for ~75 s: it must rotate before each 30 s credential expires.
+        let mut seen = BTreeSet::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(75) {
+            let secret = get_secret(&client, &ns, "billing").await.expect("Secret");
+            let expires: jiff::Timestamp =
+                secret.annotations()[annotations::EXPIRES_AT].parse().expect("expires-at annotation");
+            assert!(expires > jiff::Timestamp::now(), "the Secret held an expired credential (expired {expires})");
+            seen.insert(secret_text(&secret, "HUAWEICLOUD_SDK_AK"));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(seen.len() >= 3, "expected at least 3 credentials in 75 s of 30 s lifetimes, saw {}", seen.len());
+
+        let tc = get_tc(&client, &ns, "billing").await;
+        let rotations = tc.status.unwrap().rotations;
+        let mints = sim.mints(&agency_urn(AGENCY)).await;
+        assert_eq!(mints as i64, rotations, "one simulator mint per rotation");
+        assert!(has_event(&events_for(&client, &ns, "billing").await, reasons::ROTATED));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_controller_mints_nothing_and_repairs_a_deleted_or_edited_secret() {
+    with_namespace("restart-drift", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let mut op = Operator::start("restart-drift", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let first = get_secret(&client, &ns, "billing").await.expect("Secret");
+        assert_eq!(sim.mints_total().await, 1);
+
+        // Restart: graceful stop, new process, full resync. Nothing is minted.
+        let status = op.stop().expect("stopped");
+        assert!(status.success(), "graceful exit, got {status:?}");
+        let op2 = Operator::start("restart-drift", &ns).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sim.mints_total().await, 1, "a restart must not mint");
+        let same = get_secret(&client, &ns, "billing").await.expect("Secret");
+        assert_eq!(same.resource_version(), first.resource_version(), "a restart must not rewrite the Secret");
+
+        // Delete the Secret: re-minted.
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+        secrets.delete("billing", &DeleteParams::default()).await.expect("delete");
+        let recreated = wait_for(Duration::from_secs(30), "re-minted Secret", || async {
+            get_secret(&client, &ns, "billing").await.filter(|s| s.uid() != first.uid())
+        })
+        .await;
+        assert_ne!(secret_text(&recreated, "HUAWEICLOUD_SDK_AK"), secret_text(&first, "HUAWEICLOUD_SDK_AK"));
+        assert_eq!(sim.mints_total().await, 2);
+
+        // Edit the Secret: restored with a fresh, consistent credential.
+        let tampered = json!({"data": {"HUAWEICLOUD_SDK_SK": base64_of("not-the-secret-key")}});
+        secrets.patch("billing", &PatchParams::default(), &Patch::Merge(&tampered)).await.expect("edit");
+        let restored = wait_for(Duration::from_secs(30), "restored Secret", || async {
+            let s = get_secret(&client, &ns, "billing").await?;
+            (secret_text(&s, "HUAWEICLOUD_SDK_SK") != "not-the-secret-key").then_some(s)
+        })
+        .await;
+        let http = HttpClient::new(Timeouts::default()).expect("http");
+        sts::caller_identity(&http, &parse_endpoint(&sim.url).unwrap(), &key_from(&restored))
+            .await
+            .expect("the restored credential works");
+        let ini = secret_text(&restored, "credentials");
+        assert!(ini.contains(&format!("sk = {}", secret_text(&restored, "HUAWEICLOUD_SDK_SK"))));
+        assert_eq!(sim.mints_total().await, 3);
+        drop(op2);
+    })
+    .await;
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn keeps_the_last_good_secret_while_huawei_fails_and_walks_renewal_failing_to_expired() {
+    with_namespace("huawei-outage", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_lifetime(Some(30)).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("huawei-outage", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let good = get_secret(&client, &ns, "billing").await.expect("Secret");
+
+        // Huawei answers 5xx for a minute.
+        sim.set_faults(json!({"errorRate": 1.0})).await;
+        let outage = std::time::Instant::now();
+        let failing = wait_ready_reason(&client, &ns, "billing", reasons::RENEWAL_FAILING, Duration::from_secs(40)).await;
+        assert!(failing.status.as_ref().unwrap().failed_attempts >= 1);
+        wait_ready_reason(&client, &ns, "billing", reasons::EXPIRED, Duration::from_secs(40)).await;
+        while outage.elapsed() < Duration::from_secs(60) {
+            let s = get_secret(&client, &ns, "billing").await.expect("the Secret is kept during the outage");
+            assert_eq!(s.data, good.data, "the Secret must keep the last good credential");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let tc = get_tc(&client, &ns, "billing").await;
+        let st = tc.status.unwrap();
+        assert!(st.failed_attempts >= 2, "retried during the outage: {}", st.failed_attempts);
+        assert!(st.last_failure_time.is_some());
+
+        // Recovery.
+        sim.set_faults(json!({"errorRate": 0.0})).await;
+        let back = wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(90)).await;
+        assert_eq!(back.status.as_ref().unwrap().failed_attempts, 0);
+        let fresh = get_secret(&client, &ns, "billing").await.expect("Secret");
+        assert_ne!(secret_text(&fresh, "HUAWEICLOUD_SDK_AK"), secret_text(&good, "HUAWEICLOUD_SDK_AK"));
+
+        let events = events_for(&client, &ns, "billing").await;
+        for reason in [reasons::ISSUED, reasons::RENEWAL_FAILING, reasons::EXPIRED, reasons::ROTATED] {
+            assert!(has_event(&events, reason), "missing a {reason} Event");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_by_kubectl_apply_with_a_readable_message() {
+    with_namespace("invalid-manifests", |_client, ns| async move {
+        let cases = [
+            (json!({"sourceRef": {"name": "corp"}}), "exactly one of permissionSet"),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "duration": "5m"}),
+                "duration must be between 15m and 12h",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "duration": "1h", "renewBefore": "2h"}),
+                "renewBefore must be shorter than duration",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "renewBeforePercentage": 95}),
+                "less than or equal to 90",
+            ),
+            (json!({"sourceRef": {"name": "corp"}, "agencyUrn": "not-a-urn"}), "spec.agencyUrn"),
+        ];
+        for (spec, expected) in cases {
+            let manifest = json!({
+                "apiVersion": "tcred.dev/v1alpha1", "kind": "TemporaryCredential",
+                "metadata": {"name": "bad", "namespace": ns}, "spec": spec,
+            });
+            let (ok, output) = kubectl_with_input(&["apply", "-f", "-"], &manifest.to_string());
+            assert!(!ok, "kubectl apply accepted {spec}");
+            assert!(output.contains(expected), "message for {spec} should mention {expected:?}: {output}");
+        }
+        let source = json!({
+            "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
+            "metadata": {"name": "bad", "namespace": ns},
+            "spec": {"accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "x"}}, "endpoints": {"sts": "http://sts.example.com"}},
+        });
+        let (ok, output) = kubectl_with_input(&["apply", "-f", "-"], &source.to_string());
+        assert!(!ok);
+        assert!(output.contains("endpoints must use https"), "{output}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_misconfigured_credential_is_reported_and_the_others_keep_being_served() {
+    with_namespace("bad-neighbour", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("bad-neighbour", &ns).await;
+        // Valid for the schema, wrong for an accessKey source.
+        apply(
+            &client,
+            json!({
+                "apiVersion": "tcred.dev/v1alpha1", "kind": "TemporaryCredential",
+                "metadata": {"name": "wrong-mode", "namespace": ns},
+                "spec": {"sourceRef": {"name": "corp"}, "permissionSet": {"accountId": ACCOUNT, "name": "ReadOnlyAccess"}},
+            }),
+        )
+        .await;
+        apply(&client, agency_credential(&ns, "missing-source", "nope", json!({}))).await;
+        apply(&client, agency_credential(&ns, "good", "corp", json!({}))).await;
+
+        wait_ready_reason(&client, &ns, "good", reasons::ISSUED, Duration::from_secs(30)).await;
+        let bad = wait_ready_reason(&client, &ns, "wrong-mode", reasons::INVALID_SPEC, Duration::from_secs(30)).await;
+        let msg = &tcred::api::condition::find(&bad.status.unwrap().conditions, "Ready").unwrap().message;
+        assert!(msg.contains("set agencyUrn, not permissionSet"), "{msg}");
+        wait_ready_reason(&client, &ns, "missing-source", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
+        assert!(get_secret(&client, &ns, "wrong-mode").await.is_none());
+        assert!(has_event(&events_for(&client, &ns, "wrong-mode").await, reasons::INVALID_SPEC));
+        assert_eq!(sim.mints_total().await, 1, "only the good credential mints");
+
+        // Fixing the source reference makes the other one work without a restart.
+        access_key_source(&client, &ns, "nope", &sim).await;
+        wait_ready_reason(&client, &ns, "missing-source", reasons::ISSUED, Duration::from_secs(30)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_rotate_annotation_forces_exactly_one_rotation() {
+    with_namespace("rotate-annotation", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("rotate-annotation", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "2026-11-24T12:00:00Z"}}});
+        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sim.mints_total().await, 2, "one forced rotation, no more");
+        let tc = get_tc(&client, &ns, "billing").await;
+        assert_eq!(tc.status.unwrap().last_rotate_request.as_deref(), Some("2026-11-24T12:00:00Z"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() {
+    with_namespace("no-leaks", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_lifetime(Some(30)).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let op = Operator::start_with(
+            "no-leaks",
+            OperatorOptions { namespace: Some(&ns), rust_log: "trace", ..Default::default() },
+        )
+        .await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        // a rotation and a failure, so every code path that writes messages runs
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(40)).await;
+        sim.set_faults(json!({"errorRate": 1.0})).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::RENEWAL_FAILING, Duration::from_secs(40)).await;
+        sim.set_faults(json!({"errorRate": 0.0})).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(60)).await;
+
+        let mut secrets: Vec<String> = vec![CI_BOT_SK.to_owned()];
+        let s = get_secret(&client, &ns, "billing").await.expect("Secret");
+        secrets.push(secret_text(&s, "HUAWEICLOUD_SDK_SK"));
+        secrets.push(secret_text(&s, "HUAWEICLOUD_SDK_SECURITY_TOKEN"));
+
+        let logs = op.logs();
+        assert!(logs.len() > 10_000, "trace logging produced output ({} bytes)", logs.len());
+        let events = serde_json::to_string(&events_for(&client, &ns, "billing").await).unwrap();
+        let status = serde_json::to_string(&get_tc(&client, &ns, "billing").await.status).unwrap();
+        let metrics = op.metrics().await;
+        for secret in &secrets {
+            assert!(!logs.contains(secret.as_str()), "secret material in the operator log ({})", op.log.display());
+            assert!(!events.contains(secret.as_str()), "secret material in Events");
+            assert!(!status.contains(secret.as_str()), "secret material in status");
+            assert!(!metrics.contains(secret.as_str()), "secret material in metrics");
+            // base64 of it, as a Secret body would carry it
+            let b64 = base64_of(secret);
+            assert!(!logs.contains(&b64), "base64 secret material in the operator log ({})", op.log.display());
+        }
+    })
+    .await;
+}

@@ -1,0 +1,490 @@
+//! Harness for the black-box tests: the local control plane (`hack/cluster.sh up`), a fresh
+//! namespace per test that is deleted whatever the outcome, the Huawei simulator and the operator
+//! as real processes, and clients for the RBAC-limited tenant users.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+pub const AGENCY: &str = "ops";
+pub const CI_BOT_AK: &str = "HPUACIBOT00000000001";
+pub const CI_BOT_SK: &str = "CiBotSecretKey0123456789abcdefghijABCDEF";
+
+pub fn agency_urn(name: &str) -> String {
+    format!("iam::{ACCOUNT}:agency:{name}")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("TCRED_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/cluster"))
+}
+
+/// Where each test keeps the logs of the processes it started.
+pub fn log_dir(test: &str) -> PathBuf {
+    let dir = root().join("target/test-logs").join(test);
+    std::fs::create_dir_all(&dir).expect("create log dir");
+    dir
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap_or_else(|e| {
+        panic!("cannot read {}: {e}. Start the local control plane with `make cluster-up`.", kubeconfig.display())
+    });
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+pub fn admin_kubeconfig() -> PathBuf {
+    cluster_dir().join("kubeconfig")
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// The admin client, with the CRDs applied (once per test binary) and established.
+pub async fn admin() -> Client {
+    tcred::cloud::http::install_crypto_provider();
+    let client = client_for(&admin_kubeconfig()).await;
+    CRDS.get_or_init(|| async {
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        for crd in tcred::api::crds() {
+            let name = crd.name_any();
+            api.patch(&name, &PatchParams::apply("tcred-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+            wait_for(Duration::from_secs(30), &format!("CRD {name} established"), || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+                }
+            })
+            .await;
+        }
+    })
+    .await;
+    client
+}
+
+pub async fn tenant(name: &str) -> Client {
+    tcred::cloud::http::install_crypto_provider();
+    client_for(&cluster_dir().join(format!("kubeconfig-{name}"))).await
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A fresh namespace, named after the test, with optional labels.
+pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    let suffix: u32 = rand::random::<u32>() % 1_000_000;
+    let name = format!("{}-{suffix:06}", prefix.replace('_', "-").chars().take(40).collect::<String>());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    name
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::background()).await;
+}
+
+/// Runs `body` with a fresh namespace and deletes the namespace afterwards, also when `body`
+/// panics (the panic is then resumed). Set `TCRED_KEEP_NAMESPACES=1` to keep them for debugging.
+pub async fn with_namespace<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let client = admin().await;
+    let ns = create_namespace(&client, test, &[]).await;
+    let outcome = AssertUnwindSafe(body(client.clone(), ns.clone())).catch_unwind().await;
+    if std::env::var_os("TCRED_KEEP_NAMESPACES").is_none() {
+        delete_namespace(&client, &ns).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Applies a manifest given as JSON (server-side apply, as a user would with kubectl).
+pub async fn apply(client: &Client, manifest: Value) {
+    let gvk = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: manifest["apiVersion"].as_str().expect("apiVersion").into(),
+        kind: manifest["kind"].as_str().expect("kind").into(),
+    })
+    .expect("gvk");
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.expect("discover kind");
+    let name = manifest["metadata"]["name"].as_str().expect("name").to_owned();
+    let api: Api<kube::core::DynamicObject> = match (caps.scope, manifest["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(&name, &PatchParams::apply("tcred-tests").force(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}/{name}: {e}", manifest["kind"]));
+}
+
+pub async fn create_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.expect("create Secret");
+}
+
+pub fn secret_text(s: &Secret, key: &str) -> String {
+    let v = s.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("Secret has no key {key}"));
+    String::from_utf8(v.0.clone()).expect("utf-8")
+}
+
+// === The Huawei Cloud simulator ===
+
+/// A simulator process with a config; killed on drop.
+pub struct Simulator {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The default simulator world: one account with agency `ops` (12 h max) trusting `ci-bot`,
+/// permission set ReadOnlyAccess for Identity Center user alice.
+pub fn default_sim_config() -> Value {
+    json!({
+        "accounts": [{
+            "id": ACCOUNT,
+            "name": "prod",
+            "agencies": [
+                {"name": AGENCY, "maxSessionSeconds": 43200, "trustedUsers": ["ci-bot"]},
+                {"name": "readonly", "maxSessionSeconds": 3600, "trustedUsers": ["ci-bot"]},
+            ],
+            "permissionSets": [
+                {"name": "ReadOnlyAccess", "agencyName": "IdentityCenter-ReadOnlyAccess", "sessionSeconds": 3600},
+                {"name": "AdminAccess", "agencyName": "IdentityCenter-AdminAccess", "sessionSeconds": 3600},
+            ],
+        }],
+        "users": [{"name": "ci-bot", "accountId": ACCOUNT, "accessKeyId": CI_BOT_AK, "secretAccessKey": CI_BOT_SK}],
+        "identityCenter": {
+            "startUrls": ["https://idcenter.example.com/d-1234567890/portal"],
+            "users": [{"name": "alice", "assignments": [{"accountId": ACCOUNT, "permissionSet": "ReadOnlyAccess"}]}],
+            "pollIntervalSeconds": 1,
+        },
+    })
+}
+
+impl Simulator {
+    pub async fn start(config: &Value) -> Self {
+        tcred::cloud::http::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.yaml");
+        std::fs::write(&path, serde_yaml::to_string(config).expect("yaml")).expect("write sim config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
+            .args(["--config", path.to_str().expect("path"), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the simulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("join")
+        .expect("read simulator address");
+        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+        Self { child, url, http: reqwest::Client::new(), _dir: dir }
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}/control/{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("simulator control call");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "control {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.control(reqwest::Method::GET, "stats", None).await
+    }
+
+    /// Mints counted for one agency URN.
+    pub async fn mints(&self, agency_urn: &str) -> u64 {
+        self.stats().await["mints"][agency_urn].as_u64().unwrap_or(0)
+    }
+
+    pub async fn mints_total(&self) -> u64 {
+        self.stats().await["mintsTotal"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        self.control(reqwest::Method::PUT, "faults", Some(faults)).await;
+    }
+
+    pub async fn set_lifetime(&self, seconds: Option<u64>) {
+        self.control(reqwest::Method::PUT, "lifetime", Some(json!({"credentialSeconds": seconds}))).await;
+    }
+
+    pub async fn approve(&self, user_code: &str, user: &str) {
+        self.control(reqwest::Method::POST, "device/approve", Some(json!({"userCode": user_code, "user": user}))).await;
+    }
+
+    pub async fn pending_devices(&self) -> Value {
+        self.control(reqwest::Method::GET, "device/pending", None).await
+    }
+
+    pub async fn expire_sessions(&self) {
+        self.control(reqwest::Method::POST, "sessions/expire", Some(json!({}))).await;
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === The operator ===
+
+/// A `tcred controller` process watching one namespace; killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub metrics_url: String,
+    pub log: PathBuf,
+}
+
+pub struct OperatorOptions<'a> {
+    pub namespace: Option<&'a str>,
+    pub leader_elect: bool,
+    pub lease_namespace: Option<&'a str>,
+    pub identity: &'a str,
+    pub rust_log: &'a str,
+    pub extra: Vec<String>,
+}
+
+impl Default for OperatorOptions<'_> {
+    fn default() -> Self {
+        Self { namespace: None, leader_elect: false, lease_namespace: None, identity: "op", rust_log: "info", extra: vec![] }
+    }
+}
+
+impl Operator {
+    /// Starts the operator scoped to `namespace`, without leader election.
+    pub async fn start(test: &str, namespace: &str) -> Self {
+        Self::start_with(test, OperatorOptions { namespace: Some(namespace), ..Default::default() }).await
+    }
+
+    pub async fn start_with(test: &str, o: OperatorOptions<'_>) -> Self {
+        tcred::cloud::http::install_crypto_provider();
+        let port = free_port();
+        let log = log_dir(test).join(format!("operator-{}-{port}.log", o.identity));
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut args = vec![
+            "controller".to_owned(),
+            format!("--metrics-bind-address=127.0.0.1:{port}"),
+            format!("--leader-elect={}", o.leader_elect),
+            format!("--identity={}", o.identity),
+            "--mint-rate=0".to_owned(),
+        ];
+        if let Some(ns) = o.namespace {
+            args.push(format!("--namespace={ns}"));
+        }
+        if let Some(ns) = o.lease_namespace {
+            args.push(format!("--leader-election-namespace={ns}"));
+        }
+        args.extend(o.extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_tcred"))
+            .args(&args)
+            .env("KUBECONFIG", admin_kubeconfig())
+            .env("RUST_LOG", o.rust_log)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start the operator");
+        let op = Self { child: Some(child), metrics_url: format!("http://127.0.0.1:{port}"), log };
+        op.wait_ready().await;
+        op
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.metrics_url);
+        let log = self.log.clone();
+        wait_for(Duration::from_secs(60), &format!("operator ready (log {})", log.display()), || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics_url)).await.expect("scrape").text().await.expect("body")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: a crash, no step-down.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// === tcred objects ===
+
+/// An accessKey CredentialSource `name` in `ns` signing as ci-bot, pointed at `sim`.
+pub async fn access_key_source(client: &Client, ns: &str, name: &str, sim: &Simulator) {
+    create_secret(client, ns, &format!("{name}-ak"), &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)]).await;
+    apply(
+        client,
+        json!({
+            "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": format!("{name}-ak")}},
+                "endpoints": {"sts": sim.url},
+            },
+        }),
+    )
+    .await;
+}
+
+/// A TemporaryCredential `name` in `ns` for agency `ops` through CredentialSource `source`.
+pub fn agency_credential(ns: &str, name: &str, source: &str, extra_spec: Value) -> Value {
+    let mut spec = json!({"sourceRef": {"name": source}, "agencyUrn": agency_urn(AGENCY), "duration": "1h"});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "tcred.dev/v1alpha1", "kind": "TemporaryCredential", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+pub async fn get_tc(client: &Client, ns: &str, name: &str) -> tcred::api::TemporaryCredential {
+    Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns).get(name).await.expect("get TemporaryCredential")
+}
+
+/// The Ready condition's (status, reason) of a TemporaryCredential, if any.
+pub fn ready_of(tc: &tcred::api::TemporaryCredential) -> Option<(String, String)> {
+    let s = tc.status.as_ref()?;
+    tcred::api::condition::find(&s.conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until the TemporaryCredential's Ready condition has `reason`.
+pub async fn wait_ready_reason(client: &Client, ns: &str, name: &str, reason: &str, timeout: Duration) -> tcred::api::TemporaryCredential {
+    wait_for(timeout, &format!("{ns}/{name} Ready reason {reason}"), || async {
+        let tc = Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns).get(name).await.ok()?;
+        (ready_of(&tc).map(|(_, r)| r).as_deref() == Some(reason)).then_some(tc)
+    })
+    .await
+}
+
+pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.expect("get Secret")
+}
+
+/// kubectl matching the control plane (`TCRED_KUBECTL`, set by the Makefile), else the one on PATH.
+pub fn kubectl() -> Command {
+    let mut c = Command::new(std::env::var_os("TCRED_KUBECTL").unwrap_or_else(|| "kubectl".into()));
+    c.env("KUBECONFIG", admin_kubeconfig());
+    c
+}
+
+/// Runs kubectl with `stdin`, returning (success, stdout + stderr).
+pub fn kubectl_with_input(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("kubectl output");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}

@@ -1,5 +1,7 @@
 //! Logging: `tracing` with an `RUST_LOG`-style filter, as text or JSON (fields before message).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log output format.

@@ -31,7 +31,10 @@ fn key_from(secret: &Secret) -> AccessKey {
     AccessKey {
         id: secret_text(secret, "HUAWEICLOUD_SDK_AK"),
         secret: SecretString::new(secret_text(secret, "HUAWEICLOUD_SDK_SK")),
-        security_token: Some(SecretString::new(secret_text(secret, "HUAWEICLOUD_SDK_SECURITY_TOKEN"))),
+        security_token: Some(SecretString::new(secret_text(
+            secret,
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+        ))),
     }
 }
 
@@ -65,16 +68,33 @@ async fn creating_a_credential_writes_the_simulator_issued_credential_into_the_s
         assert_eq!(status.target.as_deref(), Some(agency_urn(AGENCY).as_str()));
         let expires = status.expires_at.expect("expiresAt").0;
         let renewal = status.renewal_time.expect("renewalTime").0;
-        assert!(renewal < expires, "renewal {renewal} must come before expiry {expires}");
+        assert!(
+            renewal < expires,
+            "renewal {renewal} must come before expiry {expires}"
+        );
 
-        let secret = get_secret(&client, &ns, "billing").await.expect("the Secret exists");
+        let secret = get_secret(&client, &ns, "billing")
+            .await
+            .expect("the Secret exists");
         for key in SECRET_KEYS {
             assert!(!secret_text(&secret, key).is_empty(), "key {key} is empty");
         }
-        assert_eq!(Some(secret_text(&secret, "HUAWEICLOUD_SDK_AK")), status.access_key_id);
+        assert_eq!(
+            Some(secret_text(&secret, "HUAWEICLOUD_SDK_AK")),
+            status.access_key_id
+        );
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
-        assert_eq!(secret.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("tcred"));
-        assert_eq!(secret.labels().get("tcred.dev/credential").map(String::as_str), Some("billing"));
+        assert_eq!(
+            secret
+                .labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("tcred")
+        );
+        assert_eq!(
+            secret.labels().get("tcred.dev/credential").map(String::as_str),
+            Some("billing")
+        );
         assert_eq!(
             secret.annotations().get(annotations::EXPIRES_AT),
             Some(&tcred::controller::secret::rfc3339(expires))
@@ -86,9 +106,16 @@ async fn creating_a_credential_writes_the_simulator_issued_credential_into_the_s
         let who = sts::caller_identity(&http, &parse_endpoint(&sim.url).expect("url"), &key_from(&secret))
             .await
             .expect("caller identity with the minted credential");
-        assert!(who.principal_urn.contains("assumed-agency:ops/"), "{}", who.principal_urn);
+        assert!(
+            who.principal_urn.contains("assumed-agency:ops/"),
+            "{}",
+            who.principal_urn
+        );
         assert_eq!(sim.mints(&agency_urn(AGENCY)).await, 1);
-        assert!(has_event(&events_for(&client, &ns, "billing").await, reasons::ISSUED));
+        assert!(has_event(
+            &events_for(&client, &ns, "billing").await,
+            reasons::ISSUED
+        ));
     })
     .await;
 }
@@ -100,10 +127,15 @@ async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_as
         sim.set_lifetime(Some(30)).await;
         access_key_source(&client, &ns, "corp", &sim).await;
         let _op = Operator::start("short-lifetimes", &ns).await;
-        apply(&client, agency_credential(&ns, "billing", "corp", json!({"duration": "1h"}))).await;
+        apply(
+            &client,
+            agency_credential(&ns, "billing", "corp", json!({"duration": "1h"})),
+        )
+        .await;
         let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
-        let adjusted = tcred::api::condition::find(&tc.status.as_ref().unwrap().conditions, "DurationAdjusted")
-            .expect("DurationAdjusted condition");
+        let adjusted =
+            tcred::api::condition::find(&tc.status.as_ref().unwrap().conditions, "DurationAdjusted")
+                .expect("DurationAdjusted condition");
         assert_eq!(adjusted.reason, reasons::LIFETIME_SHORTENED);
 
         // Watch the Secret for ~75 s: it must rotate before each 30 s credential expires.
@@ -111,19 +143,30 @@ async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_as
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(75) {
             let secret = get_secret(&client, &ns, "billing").await.expect("Secret");
-            let expires: jiff::Timestamp =
-                secret.annotations()[annotations::EXPIRES_AT].parse().expect("expires-at annotation");
-            assert!(expires > jiff::Timestamp::now(), "the Secret held an expired credential (expired {expires})");
+            let expires: jiff::Timestamp = secret.annotations()[annotations::EXPIRES_AT]
+                .parse()
+                .expect("expires-at annotation");
+            assert!(
+                expires > jiff::Timestamp::now(),
+                "the Secret held an expired credential (expired {expires})"
+            );
             seen.insert(secret_text(&secret, "HUAWEICLOUD_SDK_AK"));
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(seen.len() >= 3, "expected at least 3 credentials in 75 s of 30 s lifetimes, saw {}", seen.len());
+        assert!(
+            seen.len() >= 3,
+            "expected at least 3 credentials in 75 s of 30 s lifetimes, saw {}",
+            seen.len()
+        );
 
         let tc = get_tc(&client, &ns, "billing").await;
         let rotations = tc.status.unwrap().rotations;
         let mints = sim.mints(&agency_urn(AGENCY)).await;
         assert_eq!(mints as i64, rotations, "one simulator mint per rotation");
-        assert!(has_event(&events_for(&client, &ns, "billing").await, reasons::ROTATED));
+        assert!(has_event(
+            &events_for(&client, &ns, "billing").await,
+            reasons::ROTATED
+        ));
     })
     .await;
 }
@@ -146,21 +189,36 @@ async fn a_restarted_controller_mints_nothing_and_repairs_a_deleted_or_edited_se
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(sim.mints_total().await, 1, "a restart must not mint");
         let same = get_secret(&client, &ns, "billing").await.expect("Secret");
-        assert_eq!(same.resource_version(), first.resource_version(), "a restart must not rewrite the Secret");
+        assert_eq!(
+            same.resource_version(),
+            first.resource_version(),
+            "a restart must not rewrite the Secret"
+        );
 
         // Delete the Secret: re-minted.
         let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-        secrets.delete("billing", &DeleteParams::default()).await.expect("delete");
+        secrets
+            .delete("billing", &DeleteParams::default())
+            .await
+            .expect("delete");
         let recreated = wait_for(Duration::from_secs(30), "re-minted Secret", || async {
-            get_secret(&client, &ns, "billing").await.filter(|s| s.uid() != first.uid())
+            get_secret(&client, &ns, "billing")
+                .await
+                .filter(|s| s.uid() != first.uid())
         })
         .await;
-        assert_ne!(secret_text(&recreated, "HUAWEICLOUD_SDK_AK"), secret_text(&first, "HUAWEICLOUD_SDK_AK"));
+        assert_ne!(
+            secret_text(&recreated, "HUAWEICLOUD_SDK_AK"),
+            secret_text(&first, "HUAWEICLOUD_SDK_AK")
+        );
         assert_eq!(sim.mints_total().await, 2);
 
         // Edit the Secret: restored with a fresh, consistent credential.
         let tampered = json!({"data": {"HUAWEICLOUD_SDK_SK": base64_of("not-the-secret-key")}});
-        secrets.patch("billing", &PatchParams::default(), &Patch::Merge(&tampered)).await.expect("edit");
+        secrets
+            .patch("billing", &PatchParams::default(), &Patch::Merge(&tampered))
+            .await
+            .expect("edit");
         let restored = wait_for(Duration::from_secs(30), "restored Secret", || async {
             let s = get_secret(&client, &ns, "billing").await?;
             (secret_text(&s, "HUAWEICLOUD_SDK_SK") != "not-the-secret-key").then_some(s)
@@ -197,28 +255,50 @@ async fn keeps_the_last_good_secret_while_huawei_fails_and_walks_renewal_failing
         // Huawei answers 5xx for a minute.
         sim.set_faults(json!({"errorRate": 1.0})).await;
         let outage = std::time::Instant::now();
-        let failing = wait_ready_reason(&client, &ns, "billing", reasons::RENEWAL_FAILING, Duration::from_secs(40)).await;
+        let failing = wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::RENEWAL_FAILING,
+            Duration::from_secs(40),
+        )
+        .await;
         assert!(failing.status.as_ref().unwrap().failed_attempts >= 1);
         wait_ready_reason(&client, &ns, "billing", reasons::EXPIRED, Duration::from_secs(40)).await;
         while outage.elapsed() < Duration::from_secs(60) {
-            let s = get_secret(&client, &ns, "billing").await.expect("the Secret is kept during the outage");
+            let s = get_secret(&client, &ns, "billing")
+                .await
+                .expect("the Secret is kept during the outage");
             assert_eq!(s.data, good.data, "the Secret must keep the last good credential");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let tc = get_tc(&client, &ns, "billing").await;
         let st = tc.status.unwrap();
-        assert!(st.failed_attempts >= 2, "retried during the outage: {}", st.failed_attempts);
+        assert!(
+            st.failed_attempts >= 2,
+            "retried during the outage: {}",
+            st.failed_attempts
+        );
         assert!(st.last_failure_time.is_some());
 
         // Recovery.
         sim.set_faults(json!({"errorRate": 0.0})).await;
-        let back = wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(90)).await;
+        let back =
+            wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(90)).await;
         assert_eq!(back.status.as_ref().unwrap().failed_attempts, 0);
         let fresh = get_secret(&client, &ns, "billing").await.expect("Secret");
-        assert_ne!(secret_text(&fresh, "HUAWEICLOUD_SDK_AK"), secret_text(&good, "HUAWEICLOUD_SDK_AK"));
+        assert_ne!(
+            secret_text(&fresh, "HUAWEICLOUD_SDK_AK"),
+            secret_text(&good, "HUAWEICLOUD_SDK_AK")
+        );
 
         let events = events_for(&client, &ns, "billing").await;
-        for reason in [reasons::ISSUED, reasons::RENEWAL_FAILING, reasons::EXPIRED, reasons::ROTATED] {
+        for reason in [
+            reasons::ISSUED,
+            reasons::RENEWAL_FAILING,
+            reasons::EXPIRED,
+            reasons::ROTATED,
+        ] {
             assert!(has_event(&events, reason), "missing a {reason} Event");
         }
     })
@@ -286,7 +366,7 @@ async fn one_misconfigured_credential_is_reported_and_the_others_keep_being_serv
 
         wait_ready_reason(&client, &ns, "good", reasons::ISSUED, Duration::from_secs(30)).await;
         let bad = wait_ready_reason(&client, &ns, "wrong-mode", reasons::INVALID_SPEC, Duration::from_secs(30)).await;
-        let msg = &tcred::api::condition::find(&bad.status.unwrap().conditions, "Ready").unwrap().message;
+        let msg = tcred::api::condition::find(&bad.status.unwrap().conditions, "Ready").unwrap().message.clone();
         assert!(msg.contains("set agencyUrn, not permissionSet"), "{msg}");
         wait_ready_reason(&client, &ns, "missing-source", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
         assert!(get_secret(&client, &ns, "wrong-mode").await.is_none());
@@ -310,12 +390,17 @@ async fn the_rotate_annotation_forces_exactly_one_rotation() {
         wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
         let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
         let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "2026-11-24T12:00:00Z"}}});
-        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(sim.mints_total().await, 2, "one forced rotation, no more");
         let tc = get_tc(&client, &ns, "billing").await;
-        assert_eq!(tc.status.unwrap().last_rotate_request.as_deref(), Some("2026-11-24T12:00:00Z"));
+        assert_eq!(
+            tc.status.unwrap().last_rotate_request.as_deref(),
+            Some("2026-11-24T12:00:00Z")
+        );
     })
     .await;
 }
@@ -328,7 +413,11 @@ async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() 
         access_key_source(&client, &ns, "corp", &sim).await;
         let op = Operator::start_with(
             "no-leaks",
-            OperatorOptions { namespace: Some(&ns), rust_log: "trace", ..Default::default() },
+            OperatorOptions {
+                namespace: Some(&ns),
+                rust_log: "trace",
+                ..Default::default()
+            },
         )
         .await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
@@ -336,7 +425,14 @@ async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() 
         // a rotation and a failure, so every code path that writes messages runs
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(40)).await;
         sim.set_faults(json!({"errorRate": 1.0})).await;
-        wait_ready_reason(&client, &ns, "billing", reasons::RENEWAL_FAILING, Duration::from_secs(40)).await;
+        wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::RENEWAL_FAILING,
+            Duration::from_secs(40),
+        )
+        .await;
         sim.set_faults(json!({"errorRate": 0.0})).await;
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(60)).await;
 
@@ -346,18 +442,30 @@ async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() 
         secrets.push(secret_text(&s, "HUAWEICLOUD_SDK_SECURITY_TOKEN"));
 
         let logs = op.logs();
-        assert!(logs.len() > 10_000, "trace logging produced output ({} bytes)", logs.len());
+        assert!(
+            logs.len() > 10_000,
+            "trace logging produced output ({} bytes)",
+            logs.len()
+        );
         let events = serde_json::to_string(&events_for(&client, &ns, "billing").await).unwrap();
         let status = serde_json::to_string(&get_tc(&client, &ns, "billing").await.status).unwrap();
         let metrics = op.metrics().await;
         for secret in &secrets {
-            assert!(!logs.contains(secret.as_str()), "secret material in the operator log ({})", op.log.display());
+            assert!(
+                !logs.contains(secret.as_str()),
+                "secret material in the operator log ({})",
+                op.log.display()
+            );
             assert!(!events.contains(secret.as_str()), "secret material in Events");
             assert!(!status.contains(secret.as_str()), "secret material in status");
             assert!(!metrics.contains(secret.as_str()), "secret material in metrics");
             // base64 of it, as a Secret body would carry it
             let b64 = base64_of(secret);
-            assert!(!logs.contains(&b64), "base64 secret material in the operator log ({})", op.log.display());
+            assert!(
+                !logs.contains(&b64),
+                "base64 secret material in the operator log ({})",
+                op.log.display()
+            );
         }
     })
     .await;

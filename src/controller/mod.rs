@@ -28,7 +28,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::info;
 
 pub use self::context::{Config, Context, Stores};
 use crate::{
@@ -225,19 +225,12 @@ pub async fn run(
     {
         let (c, s, cs, n) = (credentials.clone(), sources, cluster_sources, namespaces);
         tokio::spawn(async move {
-            let synced = async {
-                c.wait_until_ready().await?;
-                s.wait_until_ready().await?;
-                cs.wait_until_ready().await?;
-                n.wait_until_ready().await
-            };
-            match synced.await {
-                Ok(()) => {
-                    info!("caches synced");
-                    readiness.set_ready(true);
-                }
-                Err(error) => warn!(%error, "caches never synced"),
-            }
+            synced(&c).await;
+            synced(&s).await;
+            synced(&cs).await;
+            synced(&n).await;
+            info!("caches synced");
+            readiness.set_ready(true);
         });
     }
 
@@ -260,6 +253,20 @@ pub async fn run(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
+/// latest of several concurrent waiters (the runtime waits on the same store), so re-poll it.
+async fn synced<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let poll = std::time::Duration::from_millis(250);
+    while !matches!(
+        tokio::time::timeout(poll, store.wait_until_ready()).await,
+        Ok(Ok(()))
+    ) {}
 }
 
 /// The TemporaryCredentials in `store` that `pred` selects, as trigger references.

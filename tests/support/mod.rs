@@ -41,7 +41,9 @@ fn root() -> PathBuf {
 }
 
 pub fn cluster_dir() -> PathBuf {
-    std::env::var_os("TCRED_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/cluster"))
+    std::env::var_os("TCRED_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/cluster"))
 }
 
 /// Where each test keeps the logs of the processes it started.
@@ -53,9 +55,14 @@ pub fn log_dir(test: &str) -> PathBuf {
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).unwrap_or_else(|e| {
-        panic!("cannot read {}: {e}. Start the local control plane with `make cluster-up`.", kubeconfig.display())
+        panic!(
+            "cannot read {}: {e}. Start the local control plane with `make cluster-up`.",
+            kubeconfig.display()
+        )
     });
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -73,15 +80,29 @@ pub async fn admin() -> Client {
         let api = Api::<CustomResourceDefinition>::all(client.clone());
         for crd in tcred::api::crds() {
             let name = crd.name_any();
-            api.patch(&name, &PatchParams::apply("tcred-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
-            wait_for(Duration::from_secs(30), &format!("CRD {name} established"), || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await.ok()?;
-                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-                }
-            })
+            api.patch(
+                &name,
+                &PatchParams::apply("tcred-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("apply CRD");
+            wait_for(
+                Duration::from_secs(30),
+                &format!("CRD {name} established"),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = api.get(&name).await.ok()?;
+                        crd.status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                            .then_some(())
+                    }
+                },
+            )
             .await;
         }
     })
@@ -105,7 +126,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -113,21 +137,34 @@ where
 /// A fresh namespace, named after the test, with optional labels.
 pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
-    let name = format!("{}-{suffix:06}", prefix.replace('_', "-").chars().take(40).collect::<String>());
+    let name = format!(
+        "{}-{suffix:06}",
+        prefix.replace('_', "-").chars().take(40).collect::<String>()
+    );
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     name
 }
 
 pub async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::background()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
 }
 
 /// Runs `body` with a fresh namespace and deletes the namespace afterwards, also when `body`
@@ -139,7 +176,9 @@ where
 {
     let client = admin().await;
     let ns = create_namespace(&client, test, &[]).await;
-    let outcome = AssertUnwindSafe(body(client.clone(), ns.clone())).catch_unwind().await;
+    let outcome = AssertUnwindSafe(body(client.clone(), ns.clone()))
+        .catch_unwind()
+        .await;
     if std::env::var_os("TCRED_KEEP_NAMESPACES").is_none() {
         delete_namespace(&client, &ns).await;
     }
@@ -149,7 +188,10 @@ where
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Applies a manifest given as JSON (server-side apply, as a user would with kubectl).
@@ -159,28 +201,49 @@ pub async fn apply(client: &Client, manifest: Value) {
         kind: manifest["kind"].as_str().expect("kind").into(),
     })
     .expect("gvk");
-    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.expect("discover kind");
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("discover kind");
     let name = manifest["metadata"]["name"].as_str().expect("name").to_owned();
     let api: Api<kube::core::DynamicObject> = match (caps.scope, manifest["metadata"]["namespace"].as_str()) {
         (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
-    api.patch(&name, &PatchParams::apply("tcred-tests").force(), &Patch::Apply(&manifest))
-        .await
-        .unwrap_or_else(|e| panic!("apply {}/{name}: {e}", manifest["kind"]));
+    api.patch(
+        &name,
+        &PatchParams::apply("tcred-tests").force(),
+        &Patch::Apply(&manifest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {}/{name}: {e}", manifest["kind"]));
 }
 
 pub async fn create_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let secret = Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
-        data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.expect("create Secret");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
 }
 
 pub fn secret_text(s: &Secret, key: &str) -> String {
-    let v = s.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("Secret has no key {key}"));
+    let v = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("Secret has no key {key}"));
     String::from_utf8(v.0.clone()).expect("utf-8")
 }
 
@@ -226,7 +289,12 @@ impl Simulator {
         let path = dir.path().join("sim.yaml");
         std::fs::write(&path, serde_yaml::to_string(config).expect("yaml")).expect("write sim config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
-            .args(["--config", path.to_str().expect("path"), "--listen", "127.0.0.1:0"])
+            .args([
+                "--config",
+                path.to_str().expect("path"),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -239,8 +307,17 @@ impl Simulator {
         .await
         .expect("join")
         .expect("read simulator address");
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
-        Self { child, url, http: reqwest::Client::new(), _dir: dir }
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -273,11 +350,21 @@ impl Simulator {
     }
 
     pub async fn set_lifetime(&self, seconds: Option<u64>) {
-        self.control(reqwest::Method::PUT, "lifetime", Some(json!({"credentialSeconds": seconds}))).await;
+        self.control(
+            reqwest::Method::PUT,
+            "lifetime",
+            Some(json!({"credentialSeconds": seconds})),
+        )
+        .await;
     }
 
     pub async fn approve(&self, user_code: &str, user: &str) {
-        self.control(reqwest::Method::POST, "device/approve", Some(json!({"userCode": user_code, "user": user}))).await;
+        self.control(
+            reqwest::Method::POST,
+            "device/approve",
+            Some(json!({"userCode": user_code, "user": user})),
+        )
+        .await;
     }
 
     pub async fn pending_devices(&self) -> Value {
@@ -285,7 +372,8 @@ impl Simulator {
     }
 
     pub async fn expire_sessions(&self) {
-        self.control(reqwest::Method::POST, "sessions/expire", Some(json!({}))).await;
+        self.control(reqwest::Method::POST, "sessions/expire", Some(json!({})))
+            .await;
     }
 }
 
@@ -316,14 +404,28 @@ pub struct OperatorOptions<'a> {
 
 impl Default for OperatorOptions<'_> {
     fn default() -> Self {
-        Self { namespace: None, leader_elect: false, lease_namespace: None, identity: "op", rust_log: "info", extra: vec![] }
+        Self {
+            namespace: None,
+            leader_elect: false,
+            lease_namespace: None,
+            identity: "op",
+            rust_log: "info",
+            extra: vec![],
+        }
     }
 }
 
 impl Operator {
     /// Starts the operator scoped to `namespace`, without leader election.
     pub async fn start(test: &str, namespace: &str) -> Self {
-        Self::start_with(test, OperatorOptions { namespace: Some(namespace), ..Default::default() }).await
+        Self::start_with(
+            test,
+            OperatorOptions {
+                namespace: Some(namespace),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     pub async fn start_with(test: &str, o: OperatorOptions<'_>) -> Self {
@@ -355,7 +457,11 @@ impl Operator {
             .stderr(out)
             .spawn()
             .expect("start the operator");
-        let op = Self { child: Some(child), metrics_url: format!("http://127.0.0.1:{port}"), log };
+        let op = Self {
+            child: Some(child),
+            metrics_url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
         op.wait_ready().await;
         op
     }
@@ -363,15 +469,30 @@ impl Operator {
     pub async fn wait_ready(&self) {
         let url = format!("{}/readyz", self.metrics_url);
         let log = self.log.clone();
-        wait_for(Duration::from_secs(60), &format!("operator ready (log {})", log.display()), || {
-            let url = url.clone();
-            async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            &format!("operator ready (log {})", log.display()),
+            || {
+                let url = url.clone();
+                async move {
+                    reqwest::get(&url)
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
         .await;
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_url)).await.expect("scrape").text().await.expect("body")
+        reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
     }
 
     pub fn logs(&self) -> String {
@@ -385,7 +506,9 @@ impl Operator {
     /// SIGTERM and wait for a graceful exit; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -418,7 +541,13 @@ impl Drop for Operator {
 
 /// An accessKey CredentialSource `name` in `ns` signing as ci-bot, pointed at `sim`.
 pub async fn access_key_source(client: &Client, ns: &str, name: &str, sim: &Simulator) {
-    create_secret(client, ns, &format!("{name}-ak"), &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)]).await;
+    create_secret(
+        client,
+        ns,
+        &format!("{name}-ak"),
+        &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)],
+    )
+    .await;
     apply(
         client,
         json!({
@@ -445,7 +574,10 @@ pub fn agency_credential(ns: &str, name: &str, source: &str, extra_spec: Value) 
 }
 
 pub async fn get_tc(client: &Client, ns: &str, name: &str) -> tcred::api::TemporaryCredential {
-    Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns).get(name).await.expect("get TemporaryCredential")
+    Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get TemporaryCredential")
 }
 
 /// The Ready condition's (status, reason) of a TemporaryCredential, if any.
@@ -455,16 +587,28 @@ pub fn ready_of(tc: &tcred::api::TemporaryCredential) -> Option<(String, String)
 }
 
 /// Waits until the TemporaryCredential's Ready condition has `reason`.
-pub async fn wait_ready_reason(client: &Client, ns: &str, name: &str, reason: &str, timeout: Duration) -> tcred::api::TemporaryCredential {
+pub async fn wait_ready_reason(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> tcred::api::TemporaryCredential {
     wait_for(timeout, &format!("{ns}/{name} Ready reason {reason}"), || async {
-        let tc = Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns).get(name).await.ok()?;
+        let tc = Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .ok()?;
         (ready_of(&tc).map(|(_, r)| r).as_deref() == Some(reason)).then_some(tc)
     })
     .await
 }
 
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
-    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.expect("get Secret")
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get Secret")
 }
 
 /// kubectl matching the control plane (`TCRED_KUBECTL`, set by the Makefile), else the one on PATH.
@@ -484,7 +628,19 @@ pub fn kubectl_with_input(args: &[&str], stdin: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kubectl");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
     let out = child.wait_with_output().expect("kubectl output");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

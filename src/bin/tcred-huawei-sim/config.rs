@@ -175,7 +175,10 @@ impl Config {
         let mut account_ids = HashSet::new();
         for a in &self.accounts {
             if !is_account_id(&a.id) {
-                return Err(format!("accounts[{}].id {:?}: expected 32 hex characters", a.name, a.id));
+                return Err(format!(
+                    "accounts[{}].id {:?}: expected 32 hex characters",
+                    a.name, a.id
+                ));
             }
             if !account_ids.insert(a.id.as_str()) {
                 return Err(format!("duplicate account id {}", a.id));
@@ -215,7 +218,10 @@ impl Config {
                     return Err(format!("account {}: duplicate permission set {}", a.id, ps.name));
                 }
                 if !is_agency_name(&ps.agency_name) {
-                    return Err(format!("permission set {}: invalid agencyName {:?}", ps.name, ps.agency_name));
+                    return Err(format!(
+                        "permission set {}: invalid agencyName {:?}",
+                        ps.name, ps.agency_name
+                    ));
                 }
                 if !PERMISSION_SET_SESSION.contains(&ps.session_seconds) {
                     return Err(format!(
@@ -236,7 +242,10 @@ impl Config {
                 return Err(format!("user {}: accountId must be 32 hex characters", u.name));
             }
             if u.access_key_id.is_empty() || !u.access_key_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(format!("user {}: accessKeyId must be non-empty and alphanumeric", u.name));
+                return Err(format!(
+                    "user {}: accessKeyId must be non-empty and alphanumeric",
+                    u.name
+                ));
             }
             if !access_keys.insert(u.access_key_id.as_str()) {
                 return Err(format!("user {}: accessKeyId is used twice", u.name));
@@ -256,7 +265,12 @@ impl Config {
             }
             match (&p.jwks_uri, &p.jwks) {
                 (Some(_), None) | (None, Some(_)) => {}
-                _ => return Err(format!("oidc provider {}: set exactly one of jwksUri and jwks", p.urn)),
+                _ => {
+                    return Err(format!(
+                        "oidc provider {}: set exactly one of jwksUri and jwks",
+                        p.urn
+                    ));
+                }
             }
             if p.ca_file.is_some() && p.jwks_uri.is_none() {
                 return Err(format!("oidc provider {}: caFile needs jwksUri", p.urn));
@@ -274,8 +288,17 @@ impl Config {
                     .accounts
                     .iter()
                     .find(|a| a.id == asg.account_id)
-                    .ok_or_else(|| format!("user {}: assignment to unknown account {}", u.name, asg.account_id))?;
-                if !account.permission_sets.iter().any(|ps| ps.name == asg.permission_set) {
+                    .ok_or_else(|| {
+                        format!(
+                            "user {}: assignment to unknown account {}",
+                            u.name, asg.account_id
+                        )
+                    })?;
+                if !account
+                    .permission_sets
+                    .iter()
+                    .any(|ps| ps.name == asg.permission_set)
+                {
                     return Err(format!(
                         "user {}: account {} has no permission set {}",
                         u.name, asg.account_id, asg.permission_set
@@ -307,7 +330,8 @@ pub fn is_account_id(s: &str) -> bool {
 fn is_agency_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
@@ -353,7 +377,10 @@ identityCenter:
         assert_eq!(cfg.accounts[0].permission_sets[0].session_seconds, 3600);
         assert_eq!(cfg.identity_center.access_token_seconds, 28_800);
         assert_eq!(cfg.identity_center.poll_interval_seconds, 5);
-        assert_eq!(cfg.identity_center.portal_expiration_unit, ExpirationUnit::Milliseconds);
+        assert_eq!(
+            cfg.identity_center.portal_expiration_unit,
+            ExpirationUnit::Milliseconds
+        );
         assert!(!cfg.identity_center.issue_refresh_tokens);
     }
 
@@ -376,14 +403,28 @@ identityCenter:
     #[test]
     fn cross_references_and_ranges_are_checked() {
         let bad_ps = FULL.replace("permissionSet: ReadOnlyAccess", "permissionSet: Nope");
-        assert!(Config::from_yaml(&bad_ps).unwrap_err().contains("no permission set Nope"));
-        let bad_provider = FULL.replace("oidcProvider:k8s\"\n            subjects", "oidcProvider:other\"\n            subjects");
-        assert!(Config::from_yaml(&bad_provider).unwrap_err().contains("not in oidcProviders"));
+        assert!(
+            Config::from_yaml(&bad_ps)
+                .unwrap_err()
+                .contains("no permission set Nope")
+        );
+        let bad_provider = FULL.replace(
+            "oidcProvider:k8s\"\n            subjects",
+            "oidcProvider:other\"\n            subjects",
+        );
+        assert!(
+            Config::from_yaml(&bad_provider)
+                .unwrap_err()
+                .contains("not in oidcProviders")
+        );
         let bad_max = FULL.replace("maxSessionSeconds: 43200", "maxSessionSeconds: 60");
         assert!(Config::from_yaml(&bad_max).unwrap_err().contains("3600..43200"));
         let bad_id = FULL.replace("- id: \"0123456789abcdef0123456789abcdef\"", "- id: \"xyz\"");
         assert!(Config::from_yaml(&bad_id).unwrap_err().contains("32 hex"));
-        let both_jwks = FULL.replace("jwks: {keys: []}", "jwks: {keys: []}\n    jwksUri: https://x/jwks");
+        let both_jwks = FULL.replace(
+            "jwks: {keys: []}",
+            "jwks: {keys: []}\n    jwksUri: https://x/jwks",
+        );
         assert!(Config::from_yaml(&both_jwks).unwrap_err().contains("exactly one"));
     }
 

@@ -1,0 +1,217 @@
+//! The layer around every OIDC, portal and STS route: names the operation, injects faults
+//! (latency, 429 throttling, 500/503 errors), stamps `X-Request-Id`, and feeds the counters and
+//! the event log.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, X_REQUEST_ID, code, new_request_id};
+use crate::state::{FaultScope, Knobs, SharedSim, lock};
+
+/// Response extension a handler attaches when it issued credentials for an agency URN.
+#[derive(Debug, Clone)]
+pub struct Minted(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    RegisterClient,
+    StartDeviceAuthorization,
+    CreateToken,
+    ListAccounts,
+    ListAccountAgencies,
+    GetAgencyCredentials,
+    Logout,
+    AssumeAgency,
+    AssumeAgencyWithOidc,
+    GetCallerIdentity,
+    Unknown,
+}
+
+impl Operation {
+    pub fn of(method: &Method, path: &str) -> Self {
+        match (method.as_str(), path) {
+            ("POST", "/v1/clients") => Self::RegisterClient,
+            ("POST", "/v1/device/authorize") => Self::StartDeviceAuthorization,
+            ("POST", "/v1/tokens") => Self::CreateToken,
+            ("GET", "/v1/assigned-accounts") => Self::ListAccounts,
+            ("GET", "/v1/assigned-agencies") => Self::ListAccountAgencies,
+            ("GET", "/v1/credentials") => Self::GetAgencyCredentials,
+            ("POST", "/v1/logout") => Self::Logout,
+            ("POST", "/v5/agencies/assume") => Self::AssumeAgency,
+            ("POST", "/v5/agencies/assume-with-oidc") => Self::AssumeAgencyWithOidc,
+            ("GET", "/v5/caller-identity") => Self::GetCallerIdentity,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RegisterClient => "RegisterClient",
+            Self::StartDeviceAuthorization => "StartDeviceAuthorization",
+            Self::CreateToken => "CreateToken",
+            Self::ListAccounts => "ListAccounts",
+            Self::ListAccountAgencies => "ListAccountAgencies",
+            Self::GetAgencyCredentials => "GetAgencyCredentials",
+            Self::Logout => "Logout",
+            Self::AssumeAgency => "AssumeAgency",
+            Self::AssumeAgencyWithOidc => "AssumeAgencyWithOIDC",
+            Self::GetCallerIdentity => "GetCallerIdentity",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    pub fn is_mint(self) -> bool {
+        matches!(
+            self,
+            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials
+        )
+    }
+}
+
+/// What the fault knobs decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    Throttle { retry_after: u64 },
+    Error(StatusCode),
+}
+
+/// Decides the fault for an eligible request and advances the accumulators (see [`Knobs`]).
+pub fn decide(knobs: &mut Knobs) -> Fault {
+    let f = &knobs.faults;
+    let (throttle_rate, error_rate, retry_after) = (f.throttle_rate, f.error_rate, f.retry_after_seconds);
+    if throttle_rate > 0.0 {
+        knobs.throttle_acc += throttle_rate;
+        if knobs.throttle_acc >= 1.0 - 1e-9 {
+            knobs.throttle_acc -= 1.0;
+            return Fault::Throttle { retry_after };
+        }
+    }
+    if error_rate > 0.0 {
+        knobs.error_acc += error_rate;
+        if knobs.error_acc >= 1.0 - 1e-9 {
+            knobs.error_acc -= 1.0;
+            knobs.errors_injected += 1;
+            let status = if knobs.errors_injected % 2 == 1 {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return Fault::Error(status);
+        }
+    }
+    Fault::None
+}
+
+fn fault_response(fault: Fault) -> Option<Response> {
+    let err = match fault {
+        Fault::None => return None,
+        Fault::Throttle { retry_after } => ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::THROTTLED,
+                "The throttling threshold has been reached (injected by the simulator)",
+            )
+        },
+        Fault::Error(StatusCode::SERVICE_UNAVAILABLE) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            "Backend unavailable (injected by the simulator)",
+        ),
+        Fault::Error(status) => ApiError::new(
+            status,
+            code::INTERNAL,
+            "Internal error (injected by the simulator)",
+        ),
+    };
+    Some(err.into_response())
+}
+
+pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Response {
+    let op = Operation::of(req.method(), req.uri().path());
+    let (latency_ms, fault) = {
+        let mut knobs = lock(&sim.knobs);
+        let eligible = op != Operation::Unknown && (op.is_mint() || knobs.faults.scope == FaultScope::All);
+        if eligible {
+            (knobs.faults.latency_ms, decide(&mut knobs))
+        } else {
+            (0, Fault::None)
+        }
+    };
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+    }
+    let mut resp = match fault_response(fault) {
+        Some(r) => r,
+        None => next.run(req).await,
+    };
+
+    let minted = resp.extensions_mut().remove::<Minted>().map(|m| m.0);
+    if !resp.headers().contains_key(X_REQUEST_ID)
+        && let Ok(v) = HeaderValue::from_str(&new_request_id())
+    {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    let status = resp.status().as_u16();
+    tracing::debug!(operation = op.name(), status, "request");
+    lock(&sim.stats).record(op.name(), status, minted.filter(|_| status == 200));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Faults;
+
+    fn knobs(error_rate: f64, throttle_rate: f64) -> Knobs {
+        Knobs {
+            faults: Faults {
+                error_rate,
+                throttle_rate,
+                ..Faults::default()
+            },
+            ..Knobs::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_exact_over_a_window() {
+        let mut k = knobs(0.25, 0.0);
+        let faults: Vec<Fault> = (0..8).map(|_| decide(&mut k)).collect();
+        let errors: Vec<usize> = faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f, Fault::Error(_)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(errors, vec![3, 7]);
+        assert_eq!(faults[3], Fault::Error(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(faults[7], Fault::Error(StatusCode::SERVICE_UNAVAILABLE));
+
+        let mut k = knobs(0.0, 1.0);
+        assert!((0..5).all(|_| decide(&mut k) == Fault::Throttle { retry_after: 1 }));
+        let mut k = knobs(0.0, 0.0);
+        assert!((0..5).all(|_| decide(&mut k) == Fault::None));
+        let mut k = knobs(0.1, 0.0);
+        assert_eq!((0..100).filter(|_| decide(&mut k) != Fault::None).count(), 10);
+    }
+
+    #[test]
+    fn operations_by_route() {
+        assert_eq!(
+            Operation::of(&Method::POST, "/v5/agencies/assume"),
+            Operation::AssumeAgency
+        );
+        assert_eq!(
+            Operation::of(&Method::GET, "/v5/agencies/assume"),
+            Operation::Unknown
+        );
+        assert!(Operation::GetAgencyCredentials.is_mint());
+        assert!(!Operation::CreateToken.is_mint());
+    }
+}

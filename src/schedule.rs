@@ -38,7 +38,12 @@ pub struct Renewal {
 /// `spread_key`, the object's UID) of up to 10% of the lifetime, never more than half of the time
 /// between issue and the renew-before point. A renewBefore as long as the lifetime is clamped to
 /// the default third: renewing immediately would loop.
-pub fn renewal_time(issued_at: Timestamp, expires_at: Timestamp, policy: RenewPolicy, spread_key: &str) -> Renewal {
+pub fn renewal_time(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    policy: RenewPolicy,
+    spread_key: &str,
+) -> Renewal {
     let lifetime = positive(expires_at.duration_since(issued_at));
     let default_before = lifetime.mul_f64(f64::from(DEFAULT_RENEW_BEFORE_PERCENTAGE) / 100.0);
     let (before, clamped) = match (policy.renew_before, policy.renew_before_percentage) {
@@ -48,7 +53,10 @@ pub fn renewal_time(issued_at: Timestamp, expires_at: Timestamp, policy: RenewPo
         (None, None) => (default_before, false),
     };
     let room = lifetime.saturating_sub(before);
-    let spread = lifetime.mul_f64(SPREAD_FRACTION).min(room / 2).mul_f64(unit_hash(spread_key, 0));
+    let spread = lifetime
+        .mul_f64(SPREAD_FRACTION)
+        .min(room / 2)
+        .mul_f64(unit_hash(spread_key, 0));
     let at = expires_at - signed(before) - signed(spread);
     // Whole seconds: the time is written to annotations and status at that precision, and a
     // schedule read back from them must equal the one computed here.
@@ -79,7 +87,11 @@ pub struct RetryInput<'a> {
 const TRANSIENT_BASE: Duration = Duration::from_secs(5);
 /// First retry after a failure that needs someone to change something (auth, not found, invalid).
 const PERMANENT_BASE: Duration = Duration::from_secs(30);
-/// Longest wait between attempts.
+/// Longest wait between attempts after a transient failure: Huawei Cloud coming back is noticed
+/// within a minute, also when the credential already expired. The per-endpoint rate limit, not
+/// the backoff, bounds the load many failing credentials put on it.
+const TRANSIENT_MAX: Duration = Duration::from_secs(60);
+/// Longest wait after a failure that needs a person (bad key, missing agency, denied trust).
 const MAX_DELAY: Duration = Duration::from_secs(600);
 /// Five bad signatures in a row lock a Huawei access key for five minutes: never retry auth
 /// failures faster than this, whatever else applies.
@@ -92,11 +104,16 @@ const MIN_DELAY: Duration = Duration::from_secs(1);
 /// How long to wait before the next mint attempt: exponential backoff with equal jitter, capped by
 /// a quarter of the remaining validity, and never sooner than the server's Retry-After.
 pub fn retry_delay(input: RetryInput<'_>) -> Duration {
-    let base = if input.class.is_transient() { TRANSIENT_BASE } else { PERMANENT_BASE };
+    let (base, max) = if input.class.is_transient() {
+        (TRANSIENT_BASE, TRANSIENT_MAX)
+    } else {
+        (PERMANENT_BASE, MAX_DELAY)
+    };
     let exp = input.attempt.saturating_sub(1).min(16);
-    let ceiling = base.saturating_mul(1 << exp).min(MAX_DELAY);
+    let ceiling = base.saturating_mul(1 << exp).min(max);
     // Equal jitter: half fixed, half random (stable per object and attempt).
-    let mut delay = ceiling / 2 + (ceiling / 2).mul_f64(unit_hash(input.jitter_key, u64::from(input.attempt)));
+    let mut delay =
+        ceiling / 2 + (ceiling / 2).mul_f64(unit_hash(input.jitter_key, u64::from(input.attempt)));
     if let Some(remaining) = input.remaining_validity {
         delay = delay.min(remaining.mul_f64(VALIDITY_FRACTION));
     }
@@ -111,7 +128,10 @@ pub fn retry_delay(input: RetryInput<'_>) -> Duration {
 
 /// A stable number in [0, 1) from `key` and `salt`.
 fn unit_hash(key: &str, salt: u64) -> f64 {
-    let digest = Sha256::new().chain_update(key.as_bytes()).chain_update(salt.to_be_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update(salt.to_be_bytes())
+        .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     // 53 bits: exactly representable in an f64.
@@ -148,7 +168,10 @@ mod tests {
             assert!(!r.clamped);
             let before_expiry = H - r.at.as_second();
             // 33% of 3600 = 1188 s, plus up to 10% (360 s) spread.
-            assert!((1188..=1188 + 360).contains(&before_expiry), "{uid}: {before_expiry}");
+            assert!(
+                (1188..=1188 + 360).contains(&before_expiry),
+                "{uid}: {before_expiry}"
+            );
         }
     }
 
@@ -164,7 +187,11 @@ mod tests {
     #[test]
     fn a_thousand_objects_created_together_spread_their_renewals() {
         let mut times: Vec<i64> = (0..1000)
-            .map(|i| renewal_time(t(0), t(H), RenewPolicy::default(), &format!("uid-{i}")).at.as_second())
+            .map(|i| {
+                renewal_time(t(0), t(H), RenewPolicy::default(), &format!("uid-{i}"))
+                    .at
+                    .as_second()
+            })
             .collect();
         times.sort_unstable();
         times.dedup();
@@ -178,12 +205,19 @@ mod tests {
         let r = renewal_time(t(1000), t(1030), RenewPolicy::default(), "uid-a");
         assert!(r.at > t(1000) && r.at < t(1030), "{}", r.at);
         assert!(lifetime_shortened(t(1000), t(1030), Duration::from_secs(3600)));
-        assert!(!lifetime_shortened(t(1000), t(1000 + H - 2), Duration::from_secs(3600)));
+        assert!(!lifetime_shortened(
+            t(1000),
+            t(1000 + H - 2),
+            Duration::from_secs(3600)
+        ));
     }
 
     #[test]
     fn renew_before_longer_than_the_lifetime_is_clamped_instead_of_looping() {
-        let policy = RenewPolicy { renew_before: Some(Duration::from_secs(2 * H as u64)), ..Default::default() };
+        let policy = RenewPolicy {
+            renew_before: Some(Duration::from_secs(2 * H as u64)),
+            ..Default::default()
+        };
         let r = renewal_time(t(0), t(H), policy, "uid-a");
         assert!(r.clamped);
         assert!(r.at > t(0) + SignedDuration::from_secs(H / 2), "{}", r.at);
@@ -191,11 +225,17 @@ mod tests {
 
     #[test]
     fn explicit_renew_before_and_percentage_are_honoured() {
-        let policy = RenewPolicy { renew_before: Some(Duration::from_secs(600)), ..Default::default() };
+        let policy = RenewPolicy {
+            renew_before: Some(Duration::from_secs(600)),
+            ..Default::default()
+        };
         let r = renewal_time(t(0), t(H), policy, "uid-a");
         assert!((H - 600 - 360..=H - 600).contains(&r.at.as_second()));
 
-        let policy = RenewPolicy { renew_before_percentage: Some(90), ..Default::default() };
+        let policy = RenewPolicy {
+            renew_before_percentage: Some(90),
+            ..Default::default()
+        };
         for uid in UIDS {
             let r = renewal_time(t(0), t(H), policy, uid);
             // 90% before expiry = 360 s after issue; the spread may take at most half of that.
@@ -208,35 +248,69 @@ mod tests {
         for lifetime in [1, 2, 30, 900, H, 12 * H] {
             for pct in [None, Some(1), Some(50), Some(90)] {
                 for uid in UIDS {
-                    let policy = RenewPolicy { renew_before_percentage: pct, ..Default::default() };
+                    let policy = RenewPolicy {
+                        renew_before_percentage: pct,
+                        ..Default::default()
+                    };
                     let r = renewal_time(t(0), t(lifetime), policy, uid);
-                    assert!(r.at >= t(0) && r.at < t(lifetime), "lifetime {lifetime} pct {pct:?}: {}", r.at);
+                    assert!(
+                        r.at >= t(0) && r.at < t(lifetime),
+                        "lifetime {lifetime} pct {pct:?}: {}",
+                        r.at
+                    );
                 }
             }
         }
     }
 
     fn retry(attempt: u32, class: ErrorClass) -> RetryInput<'static> {
-        RetryInput { attempt, class, retry_after: None, remaining_validity: None, jitter_key: "uid-a" }
+        RetryInput {
+            attempt,
+            class,
+            retry_after: None,
+            remaining_validity: None,
+            jitter_key: "uid-a",
+        }
     }
 
     #[test]
     fn transient_failures_back_off_exponentially_with_jitter() {
-        let d: Vec<Duration> = (1..=8).map(|a| retry_delay(retry(a, ErrorClass::Server))).collect();
-        assert!(d[0] >= Duration::from_millis(2500) && d[0] <= Duration::from_secs(5), "{d:?}");
+        let d: Vec<Duration> = (1..=8)
+            .map(|a| retry_delay(retry(a, ErrorClass::Server)))
+            .collect();
+        assert!(
+            d[0] >= Duration::from_millis(2500) && d[0] <= Duration::from_secs(5),
+            "{d:?}"
+        );
         for w in d.windows(2) {
             // each ceiling doubles; with equal jitter the next delay is at least the previous floor
             assert!(w[1] * 2 >= w[0], "{d:?}");
         }
-        assert!(d[7] <= MAX_DELAY);
-        assert!(retry_delay(retry(40, ErrorClass::Network)) <= MAX_DELAY);
+        assert!(d[7] <= TRANSIENT_MAX);
+        assert!(retry_delay(retry(40, ErrorClass::Network)) <= TRANSIENT_MAX);
+    }
+
+    #[test]
+    fn a_long_outage_is_retried_at_least_every_minute_but_human_errors_back_off_further() {
+        assert!(retry_delay(retry(30, ErrorClass::Server)) <= Duration::from_secs(60));
+        let permanent = retry_delay(retry(30, ErrorClass::NotFound));
+        assert!(
+            permanent > Duration::from_secs(60) && permanent <= MAX_DELAY,
+            "{permanent:?}"
+        );
     }
 
     #[test]
     fn backoff_never_exceeds_a_quarter_of_the_remaining_validity() {
-        let input = RetryInput { remaining_validity: Some(Duration::from_secs(40)), ..retry(9, ErrorClass::Server) };
+        let input = RetryInput {
+            remaining_validity: Some(Duration::from_secs(40)),
+            ..retry(9, ErrorClass::Server)
+        };
         assert!(retry_delay(input) <= Duration::from_secs(10));
-        let input = RetryInput { remaining_validity: Some(Duration::ZERO), ..retry(9, ErrorClass::Server) };
+        let input = RetryInput {
+            remaining_validity: Some(Duration::ZERO),
+            ..retry(9, ErrorClass::Server)
+        };
         assert_eq!(retry_delay(input), MIN_DELAY);
     }
 
@@ -248,19 +322,28 @@ mod tests {
             ..retry(1, ErrorClass::Throttled)
         };
         assert_eq!(retry_delay(input), Duration::from_secs(20));
-        let absurd = RetryInput { retry_after: Some(Duration::from_secs(86_400)), ..retry(1, ErrorClass::Throttled) };
+        let absurd = RetryInput {
+            retry_after: Some(Duration::from_secs(86_400)),
+            ..retry(1, ErrorClass::Throttled)
+        };
         assert_eq!(retry_delay(absurd), MAX_DELAY);
     }
 
     #[test]
     fn auth_failures_wait_at_least_a_minute_to_avoid_key_lockout() {
-        let input = RetryInput { remaining_validity: Some(Duration::from_secs(30)), ..retry(1, ErrorClass::Auth) };
+        let input = RetryInput {
+            remaining_validity: Some(Duration::from_secs(30)),
+            ..retry(1, ErrorClass::Auth)
+        };
         assert_eq!(retry_delay(input), AUTH_FLOOR);
         assert!(retry_delay(retry(1, ErrorClass::NotFound)) >= Duration::from_secs(15));
     }
 
     #[test]
     fn retry_delays_are_stable_for_the_same_object_and_attempt() {
-        assert_eq!(retry_delay(retry(3, ErrorClass::Server)), retry_delay(retry(3, ErrorClass::Server)));
+        assert_eq!(
+            retry_delay(retry(3, ErrorClass::Server)),
+            retry_delay(retry(3, ErrorClass::Server))
+        );
     }
 }

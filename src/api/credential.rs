@@ -12,6 +12,8 @@ use super::condition::conditions_schema;
 
 /// A short-lived Huawei Cloud credential (AK, SK, security token) that tcred mints from a
 /// credential source and keeps fresh in a Secret, renewing it ahead of expiry.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tcred.dev",

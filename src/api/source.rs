@@ -13,6 +13,8 @@ const ONE_MODE: &str =
 const ONE_MODE_MESSAGE: &str = "exactly one of identityCenter, accessKey or webIdentity must be set";
 
 /// How tcred authenticates to Huawei Cloud for TemporaryCredentials in this namespace.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tcred.dev",
@@ -64,6 +66,8 @@ pub struct CredentialSourceSpec {
 }
 
 /// How tcred authenticates to Huawei Cloud, usable from the namespaces it allows.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tcred.dev",

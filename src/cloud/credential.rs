@@ -46,22 +46,37 @@ mod tests {
 
     #[test]
     fn sts_and_iam_iso_formats_parse() {
-        assert_eq!(parse_iso("2022-09-07T03:27:51.158Z").unwrap().as_millisecond(), 1_662_521_271_158);
-        assert_eq!(parse_iso("2020-01-08T03:50:07.574000Z").unwrap().as_millisecond(), 1_578_455_407_574);
-        assert_eq!(parse_iso("2020-01-08T03:50:07Z").unwrap().as_second(), 1_578_455_407);
+        assert_eq!(
+            parse_iso("2022-09-07T03:27:51.158Z").unwrap().as_millisecond(),
+            1_662_521_271_158
+        );
+        assert_eq!(
+            parse_iso("2020-01-08T03:50:07.574000Z").unwrap().as_millisecond(),
+            1_578_455_407_574
+        );
+        assert_eq!(
+            parse_iso("2020-01-08T03:50:07Z").unwrap().as_second(),
+            1_578_455_407
+        );
         assert!(parse_iso("yesterday").is_none());
     }
 
     #[test]
     fn portal_epochs_are_seconds_or_milliseconds() {
         assert_eq!(parse_epoch(1_684_955_360).unwrap().as_second(), 1_684_955_360);
-        assert_eq!(parse_epoch(1_684_955_360_123).unwrap().as_millisecond(), 1_684_955_360_123);
+        assert_eq!(
+            parse_epoch(1_684_955_360_123).unwrap().as_millisecond(),
+            1_684_955_360_123
+        );
     }
 
     #[test]
     fn expires_in_is_a_duration_unless_it_looks_like_an_epoch() {
         let now = Timestamp::from_second(1_700_000_000).unwrap();
         assert_eq!(parse_expires_in(3600, now).unwrap().as_second(), 1_700_003_600);
-        assert_eq!(parse_expires_in(1_684_955_360, now).unwrap().as_second(), 1_684_955_360);
+        assert_eq!(
+            parse_expires_in(1_684_955_360, now).unwrap().as_second(),
+            1_684_955_360
+        );
     }
 }

@@ -22,20 +22,31 @@ pub fn resolve(region: &str, endpoints: Option<&Endpoints>) -> Result<ResolvedEn
     };
     let e = endpoints.cloned().unwrap_or_default();
     Ok(ResolvedEndpoints {
-        oidc: pick(e.oidc.as_ref(), format!("https://oidc.{region}.myhuaweicloud.com"))?,
-        portal: pick(e.portal.as_ref(), "https://portal-identitycenter.myhuaweicloud.com".to_owned())?,
+        oidc: pick(
+            e.oidc.as_ref(),
+            format!("https://oidc.{region}.myhuaweicloud.com"),
+        )?,
+        portal: pick(
+            e.portal.as_ref(),
+            "https://portal-identitycenter.myhuaweicloud.com".to_owned(),
+        )?,
         sts: pick(e.sts.as_ref(), format!("https://sts.{region}.myhuaweicloud.com"))?,
     })
 }
 
 /// Parses and checks one endpoint URL.
 pub fn parse_endpoint(raw: &str) -> Result<Url, CloudError> {
-    let url = Url::parse(raw).map_err(|e| CloudError::Config(format!("endpoint {raw:?} is not a URL: {e}")))?;
+    let url =
+        Url::parse(raw).map_err(|e| CloudError::Config(format!("endpoint {raw:?} is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(CloudError::Config(format!("endpoint {raw:?} must not carry credentials")));
+        return Err(CloudError::Config(format!(
+            "endpoint {raw:?} must not carry credentials"
+        )));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(CloudError::Config(format!("endpoint {raw:?} must not have a query or fragment")));
+        return Err(CloudError::Config(format!(
+            "endpoint {raw:?} must not have a query or fragment"
+        )));
     }
     match url.scheme() {
         "https" => Ok(url),
@@ -43,7 +54,9 @@ pub fn parse_endpoint(raw: &str) -> Result<Url, CloudError> {
         "http" => Err(CloudError::Config(format!(
             "endpoint {raw:?} uses http; only https is allowed (http only for loopback hosts)"
         ))),
-        other => Err(CloudError::Config(format!("endpoint {raw:?} has unsupported scheme {other:?}"))),
+        other => Err(CloudError::Config(format!(
+            "endpoint {raw:?} has unsupported scheme {other:?}"
+        ))),
     }
 }
 
@@ -81,13 +94,19 @@ mod tests {
     fn defaults_come_from_the_region() {
         let e = resolve("ap-southeast-1", None).unwrap();
         assert_eq!(e.oidc.as_str(), "https://oidc.ap-southeast-1.myhuaweicloud.com/");
-        assert_eq!(e.portal.as_str(), "https://portal-identitycenter.myhuaweicloud.com/");
+        assert_eq!(
+            e.portal.as_str(),
+            "https://portal-identitycenter.myhuaweicloud.com/"
+        );
         assert_eq!(e.sts.as_str(), "https://sts.ap-southeast-1.myhuaweicloud.com/");
     }
 
     #[test]
     fn overrides_replace_defaults_one_by_one() {
-        let over = Endpoints { sts: Some("http://127.0.0.1:8443".into()), ..Default::default() };
+        let over = Endpoints {
+            sts: Some("http://127.0.0.1:8443".into()),
+            ..Default::default()
+        };
         let e = resolve("cn-north-4", Some(&over)).unwrap();
         assert_eq!(e.sts.as_str(), "http://127.0.0.1:8443/");
         assert_eq!(e.oidc.as_str(), "https://oidc.cn-north-4.myhuaweicloud.com/");
@@ -95,10 +114,21 @@ mod tests {
 
     #[test]
     fn http_is_allowed_for_loopback_hosts_only() {
-        for ok in ["https://sts.example.com", "http://127.0.0.1:1", "http://localhost:80", "http://[::1]:9"] {
+        for ok in [
+            "https://sts.example.com",
+            "http://127.0.0.1:1",
+            "http://localhost:80",
+            "http://[::1]:9",
+        ] {
             assert!(parse_endpoint(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://sts.example.com", "http://10.0.0.1", "ftp://127.0.0.1", "https://u:p@x.com", "https://x.com/?a=b"] {
+        for bad in [
+            "http://sts.example.com",
+            "http://10.0.0.1",
+            "ftp://127.0.0.1",
+            "https://u:p@x.com",
+            "https://x.com/?a=b",
+        ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
     }
@@ -106,9 +136,15 @@ mod tests {
     #[test]
     fn api_paths_keep_an_override_prefix_and_host_has_only_non_default_ports() {
         let base = Url::parse("https://gw.example.com/huawei/sts/").unwrap();
-        assert_eq!(join(&base, "/v5/agencies/assume").path(), "/huawei/sts/v5/agencies/assume");
+        assert_eq!(
+            join(&base, "/v5/agencies/assume").path(),
+            "/huawei/sts/v5/agencies/assume"
+        );
         assert_eq!(host_header(&base), "gw.example.com");
-        assert_eq!(host_header(&Url::parse("http://127.0.0.1:8080").unwrap()), "127.0.0.1:8080");
+        assert_eq!(
+            host_header(&Url::parse("http://127.0.0.1:8080").unwrap()),
+            "127.0.0.1:8080"
+        );
         assert_eq!(host_header(&Url::parse("https://x.com:443").unwrap()), "x.com");
     }
 }

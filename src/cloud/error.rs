@@ -67,9 +67,15 @@ pub enum CloudError {
         retry_after: Option<Duration>,
     },
     #[error("{operation} failed: {message}")]
-    Network { operation: &'static str, message: String },
+    Network {
+        operation: &'static str,
+        message: String,
+    },
     #[error("{operation} returned an unexpected response: {message}")]
-    Decode { operation: &'static str, message: String },
+    Decode {
+        operation: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -79,7 +85,9 @@ fn code_part(code: &Option<String>) -> String {
 }
 
 fn request_id_part(id: &Option<String>) -> String {
-    id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default()
+    id.as_deref()
+        .map(|r| format!(" (request id {r})"))
+        .unwrap_or_default()
 }
 
 impl CloudError {

@@ -29,7 +29,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: Duration::from_secs(5), request: Duration::from_secs(20) }
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(20),
+        }
     }
 }
 
@@ -85,7 +88,11 @@ impl HttpClient {
         let resp = req.send().await.map_err(|e| network_error(operation, e))?;
         let status = resp.status().as_u16();
         let request_id = header(resp.headers(), "x-request-id");
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = resp.bytes().await.map_err(|e| network_error(operation, e))?;
         if (200..300).contains(&status) {
             return Ok(body);
@@ -95,7 +102,10 @@ impl HttpClient {
             operation,
             status,
             code: envelope.code.map(|c| scrub(&c, secrets)),
-            message: scrub(&envelope.message.unwrap_or_else(|| default_message(status)), secrets),
+            message: scrub(
+                &envelope.message.unwrap_or_else(|| default_message(status)),
+                secrets,
+            ),
             request_id: envelope.request_id.or(request_id),
             retry_after,
         })
@@ -123,7 +133,10 @@ fn network_error(operation: &'static str, e: reqwest::Error) -> CloudError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    CloudError::Network { operation, message: truncate(&message) }
+    CloudError::Network {
+        operation,
+        message: truncate(&message),
+    }
 }
 
 fn default_message(status: u16) -> String {
@@ -160,13 +173,18 @@ pub fn parse_error_envelope(body: &[u8]) -> ErrorEnvelope {
         Ok(v) => envelope_from(&v),
         Err(_) => {
             let text = String::from_utf8_lossy(body).trim().to_owned();
-            ErrorEnvelope { message: (!text.is_empty()).then(|| truncate(&text)), ..Default::default() }
+            ErrorEnvelope {
+                message: (!text.is_empty()).then(|| truncate(&text)),
+                ..Default::default()
+            }
         }
     }
 }
 
 fn envelope_from(v: &Value) -> ErrorEnvelope {
-    let Some(obj) = v.as_object() else { return ErrorEnvelope::default() };
+    let Some(obj) = v.as_object() else {
+        return ErrorEnvelope::default();
+    };
     let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
     let pairs = [
         ("error_code", "error_msg"),
@@ -177,7 +195,11 @@ fn envelope_from(v: &Value) -> ErrorEnvelope {
     let request_id = s("request_id").or_else(|| s("requestId"));
     for (c, m) in pairs {
         if s(c).is_some() || s(m).is_some() {
-            return ErrorEnvelope { code: s(c), message: s(m).map(|m| truncate(&m)), request_id };
+            return ErrorEnvelope {
+                code: s(c),
+                message: s(m).map(|m| truncate(&m)),
+                request_id,
+            };
         }
     }
     for nested in obj.values().filter(|v| v.is_object()) {
@@ -187,7 +209,10 @@ fn envelope_from(v: &Value) -> ErrorEnvelope {
             return e;
         }
     }
-    ErrorEnvelope { request_id, ..Default::default() }
+    ErrorEnvelope {
+        request_id,
+        ..Default::default()
+    }
 }
 
 /// Replaces every occurrence of each secret in `text` with a placeholder.
@@ -219,13 +244,18 @@ mod tests {
 
     #[test]
     fn envelopes_are_read_in_sdk_order() {
-        let e = parse_error_envelope(br#"{"error_code":"APIGW.0301","error_msg":"verify aksk signature fail","request_id":"r1"}"#);
+        let e = parse_error_envelope(
+            br#"{"error_code":"APIGW.0301","error_msg":"verify aksk signature fail","request_id":"r1"}"#,
+        );
         assert_eq!(e.code.as_deref(), Some("APIGW.0301"));
         assert_eq!(e.message.as_deref(), Some("verify aksk signature fail"));
         assert_eq!(e.request_id.as_deref(), Some("r1"));
 
         let e = parse_error_envelope(br#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#);
-        assert_eq!(e.message.as_deref(), Some("The request you have made requires authentication."));
+        assert_eq!(
+            e.message.as_deref(),
+            Some("The request you have made requires authentication.")
+        );
 
         let e = parse_error_envelope(br#"{"error":"authorization_pending","error_description":"not yet"}"#);
         assert_eq!(e.code.as_deref(), Some("authorization_pending"));
@@ -245,7 +275,10 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 

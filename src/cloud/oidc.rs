@@ -78,7 +78,11 @@ struct ClientInfo {
 }
 
 /// `POST /v1/clients`.
-pub async fn register_client(http: &HttpClient, endpoint: &Url, client_name: &str) -> Result<RegisteredClient, CloudError> {
+pub async fn register_client(
+    http: &HttpClient,
+    endpoint: &Url,
+    client_name: &str,
+) -> Result<RegisteredClient, CloudError> {
     const OP: &str = "RegisterClient";
     let body = RegisterBody {
         client_name,
@@ -88,14 +92,28 @@ pub async fn register_client(http: &HttpClient, endpoint: &Url, client_name: &st
         response_types: ["code"],
         scopes: ["openid"],
     };
-    let resp: RegisterResponse =
-        http.send_json(OP, http.request(reqwest::Method::POST, join(endpoint, "/v1/clients")).json(&body), &[]).await?;
+    let resp: RegisterResponse = http
+        .send_json(
+            OP,
+            http.request(reqwest::Method::POST, join(endpoint, "/v1/clients"))
+                .json(&body),
+            &[],
+        )
+        .await?;
     let c = resp.client_info;
-    let client_secret_expires_at = parse_epoch(c.client_secret_expires_at).ok_or_else(|| CloudError::Decode {
-        operation: OP,
-        message: format!("client_secret_expires_at {} is out of range", c.client_secret_expires_at),
-    })?;
-    Ok(RegisteredClient { client_id: c.client_id, client_secret: c.client_secret, client_secret_expires_at })
+    let client_secret_expires_at =
+        parse_epoch(c.client_secret_expires_at).ok_or_else(|| CloudError::Decode {
+            operation: OP,
+            message: format!(
+                "client_secret_expires_at {} is out of range",
+                c.client_secret_expires_at
+            ),
+        })?;
+    Ok(RegisteredClient {
+        client_id: c.client_id,
+        client_secret: c.client_secret,
+        client_secret_expires_at,
+    })
 }
 
 #[derive(Serialize)]
@@ -125,11 +143,19 @@ pub async fn start_device_authorization(
     start_url: &str,
 ) -> Result<DeviceAuthorization, CloudError> {
     const OP: &str = "StartDeviceAuthorization";
-    let body = StartBody { client_id: &client.client_id, client_secret: client.client_secret.expose(), start_url };
-    let req = http.request(reqwest::Method::POST, join(endpoint, "/v1/device/authorize")).json(&body);
+    let body = StartBody {
+        client_id: &client.client_id,
+        client_secret: client.client_secret.expose(),
+        start_url,
+    };
+    let req = http
+        .request(reqwest::Method::POST, join(endpoint, "/v1/device/authorize"))
+        .json(&body);
     let r: StartResponse = http.send_json(OP, req, &[&client.client_secret]).await?;
-    let expires_at = parse_expires_in(r.expires_in, Timestamp::now())
-        .ok_or_else(|| CloudError::Decode { operation: OP, message: format!("expires_in {} is out of range", r.expires_in) })?;
+    let expires_at = parse_expires_in(r.expires_in, Timestamp::now()).ok_or_else(|| CloudError::Decode {
+        operation: OP,
+        message: format!("expires_in {} is out of range", r.expires_in),
+    })?;
     Ok(DeviceAuthorization {
         device_code: r.device_code,
         user_code: r.user_code,
@@ -166,10 +192,11 @@ struct TokenInfo {
 
 impl TokenInfo {
     fn into_set(self, operation: &'static str) -> Result<TokenSet, CloudError> {
-        let expires_at = parse_expires_in(self.expires_in, Timestamp::now()).ok_or_else(|| CloudError::Decode {
-            operation,
-            message: format!("expires_in {} is out of range", self.expires_in),
-        })?;
+        let expires_at =
+            parse_expires_in(self.expires_in, Timestamp::now()).ok_or_else(|| CloudError::Decode {
+                operation,
+                message: format!("expires_in {} is out of range", self.expires_in),
+            })?;
         Ok(TokenSet {
             access_token: self.access_token,
             expires_at,
@@ -193,8 +220,13 @@ pub async fn poll_device_token(
         device_code: Some(device.device_code.expose()),
         refresh_token: None,
     };
-    let req = http.request(reqwest::Method::POST, join(endpoint, "/v1/tokens")).json(&body);
-    match http.send_json::<TokenResponse>(OP, req, &[&client.client_secret, &device.device_code]).await {
+    let req = http
+        .request(reqwest::Method::POST, join(endpoint, "/v1/tokens"))
+        .json(&body);
+    match http
+        .send_json::<TokenResponse>(OP, req, &[&client.client_secret, &device.device_code])
+        .await
+    {
         Ok(r) => Ok(DevicePoll::Issued(r.token_info.into_set(OP)?)),
         Err(e) => match e.code() {
             Some("authorization_pending") => Ok(DevicePoll::Pending),
@@ -223,7 +255,9 @@ pub async fn refresh(
         device_code: None,
         refresh_token: Some(refresh_token.expose()),
     };
-    let req = http.request(reqwest::Method::POST, join(endpoint, "/v1/tokens")).json(&body);
+    let req = http
+        .request(reqwest::Method::POST, join(endpoint, "/v1/tokens"))
+        .json(&body);
     let r: TokenResponse = http.send_json(OP, req, &[client_secret, refresh_token]).await?;
     r.token_info.into_set(OP)
 }

@@ -73,19 +73,32 @@ pub async fn list_assigned_agencies(
         let mut url = join(endpoint, "/v1/assigned-agencies");
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("account_id", account_id).append_pair("limit", PAGE_LIMIT);
+            q.append_pair("account_id", account_id)
+                .append_pair("limit", PAGE_LIMIT);
             if let Some(m) = &marker {
                 q.append_pair("marker", m);
             }
         }
-        let page: AgenciesPage = http.send_json("ListAccountAgencies", get(http, url, access_token), &[access_token]).await?;
+        let page: AgenciesPage = http
+            .send_json(
+                "ListAccountAgencies",
+                get(http, url, access_token),
+                &[access_token],
+            )
+            .await?;
         out.extend(page.agency_list);
-        marker = page.page_info.and_then(|p| p.next_marker).filter(|m| !m.is_empty());
+        marker = page
+            .page_info
+            .and_then(|p| p.next_marker)
+            .filter(|m| !m.is_empty());
         if marker.is_none() {
             return Ok(out);
         }
     }
-    Err(CloudError::Decode { operation: "ListAccountAgencies", message: format!("more than {MAX_PAGES} pages") })
+    Err(CloudError::Decode {
+        operation: "ListAccountAgencies",
+        message: format!("more than {MAX_PAGES} pages"),
+    })
 }
 
 /// The agency URN of `permission_set` in `account_id`, or a NotFound-class error that says which
@@ -109,7 +122,11 @@ pub async fn resolve_permission_set(
         code: None,
         message: format!(
             "permission set {permission_set:?} is not assigned to the session's user in account {account_id} (assigned: {})",
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         ),
         request_id: None,
         retry_after: None,
@@ -126,11 +143,17 @@ pub async fn get_credentials(
 ) -> Result<IssuedCredential, CloudError> {
     const OP: &str = "GetAgencyCredentials";
     let mut url = join(endpoint, "/v1/credentials");
-    url.query_pairs_mut().append_pair("target_account_id", account_id).append_pair("agency_urn", agency_urn);
-    let resp: CredentialsResponse = http.send_json(OP, get(http, url, access_token), &[access_token]).await?;
+    url.query_pairs_mut()
+        .append_pair("target_account_id", account_id)
+        .append_pair("agency_urn", agency_urn);
+    let resp: CredentialsResponse = http
+        .send_json(OP, get(http, url, access_token), &[access_token])
+        .await?;
     let c = resp.agency_credentials;
-    let expires_at = parse_epoch(c.expiration)
-        .ok_or_else(|| CloudError::Decode { operation: OP, message: format!("expiration {} is out of range", c.expiration) })?;
+    let expires_at = parse_epoch(c.expiration).ok_or_else(|| CloudError::Decode {
+        operation: OP,
+        message: format!("expiration {} is out of range", c.expiration),
+    })?;
     Ok(IssuedCredential {
         access_key_id: c.access_key_id,
         secret_access_key: c.secret_access_key,
@@ -140,8 +163,14 @@ pub async fn get_credentials(
 }
 
 /// `POST /v1/logout`: ends the portal session.
-pub async fn logout(http: &HttpClient, endpoint: &Url, access_token: &SecretString) -> Result<(), CloudError> {
+pub async fn logout(
+    http: &HttpClient,
+    endpoint: &Url,
+    access_token: &SecretString,
+) -> Result<(), CloudError> {
     let url = join(endpoint, "/v1/logout");
-    let req = http.request(reqwest::Method::POST, url).header("access-token", access_token.expose());
+    let req = http
+        .request(reqwest::Method::POST, url)
+        .header("access-token", access_token.expose());
     http.send("Logout", req, &[access_token]).await.map(|_| ())
 }

@@ -62,7 +62,10 @@ impl StsCredentials {
     fn into_issued(self, operation: &'static str) -> Result<IssuedCredential, CloudError> {
         let expires_at = parse_iso(&self.expiration).ok_or_else(|| CloudError::Decode {
             operation,
-            message: format!("credentials.expiration {:?} is not an ISO-8601 time", self.expiration),
+            message: format!(
+                "credentials.expiration {:?} is not an ISO-8601 time",
+                self.expiration
+            ),
         })?;
         Ok(IssuedCredential {
             access_key_id: self.access_key_id,
@@ -133,8 +136,9 @@ pub async fn assume_agency(
     if let Some(t) = &key.security_token {
         secrets.push(t);
     }
-    let resp: AssumeResponse =
-        http.send_json(OP, signed(http, reqwest::Method::POST, url, key, body), &secrets).await?;
+    let resp: AssumeResponse = http
+        .send_json(OP, signed(http, reqwest::Method::POST, url, key, body), &secrets)
+        .await?;
     resp.credentials.into_issued(OP)
 }
 
@@ -156,16 +160,31 @@ pub async fn assume_agency_with_oidc(
         policy: req.policy,
     };
     let url = join(endpoint, "/v5/agencies/assume-with-oidc");
-    let resp: AssumeResponse = http.send_json(OP, http.request(reqwest::Method::POST, url).json(&body), &[id_token]).await?;
+    let resp: AssumeResponse = http
+        .send_json(
+            OP,
+            http.request(reqwest::Method::POST, url).json(&body),
+            &[id_token],
+        )
+        .await?;
     resp.credentials.into_issued(OP)
 }
 
 /// `GET /v5/caller-identity`, signed with `key`.
-pub async fn caller_identity(http: &HttpClient, endpoint: &Url, key: &AccessKey) -> Result<CallerIdentity, CloudError> {
+pub async fn caller_identity(
+    http: &HttpClient,
+    endpoint: &Url,
+    key: &AccessKey,
+) -> Result<CallerIdentity, CloudError> {
     let url = join(endpoint, "/v5/caller-identity");
     let mut secrets = vec![&key.secret];
     if let Some(t) = &key.security_token {
         secrets.push(t);
     }
-    http.send_json("GetCallerIdentity", signed(http, reqwest::Method::GET, url, key, Vec::new()), &secrets).await
+    http.send_json(
+        "GetCallerIdentity",
+        signed(http, reqwest::Method::GET, url, key, Vec::new()),
+        &secrets,
+    )
+    .await
 }

@@ -73,8 +73,11 @@ pub struct Context {
     pub config: Config,
     /// (source uid, account, permission set) → agency URN, so Identity Center mints do not list
     /// the user's assignments every time.
-    pub agency_urns: Mutex<HashMap<(String, String, String), (String, Instant)>>,
+    pub agency_urns: Mutex<HashMap<AgencyKey, (String, Instant)>>,
 }
+
+/// (source uid, account id, permission set name).
+pub type AgencyKey = (String, String, String);
 
 /// How long a resolved permission set → agency URN mapping is trusted.
 pub const AGENCY_URN_TTL: Duration = Duration::from_secs(600);

@@ -470,3 +470,77 @@ async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() 
     })
     .await;
 }
+
+fn python() -> std::path::PathBuf {
+    std::env::var_os("TCRED_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Runs conformance/load_secret.py with `envs`; returns its JSON answer.
+fn load_with_huawei_sdk(mode: &str, sim: &Simulator, envs: &[(&str, String)]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/load_secret.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script).args([mode, &sim.url]);
+    for k in [
+        "HUAWEICLOUD_SDK_AK",
+        "HUAWEICLOUD_SDK_SK",
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+        "HUAWEICLOUD_SDK_CREDENTIALS_FILE",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("HOME", std::env::temp_dir());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e} (make venv)", python().display()));
+    assert!(
+        out.status.success(),
+        "Huawei SDK ({mode}) failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json line")
+}
+
+#[tokio::test]
+async fn huaweis_python_sdk_loads_the_secret_as_environment_and_as_credentials_file() {
+    with_namespace("python-sdk", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("python-sdk", &ns).await;
+        apply(
+            &client,
+            agency_credential(&ns, "billing", "corp", json!({"sessionName": "python-app"})),
+        )
+        .await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let secret = get_secret(&client, &ns, "billing").await.expect("Secret");
+        let ak = secret_text(&secret, "HUAWEICLOUD_SDK_AK");
+        let principal = format!("sts::{ACCOUNT}::assumed-agency:{AGENCY}/python-app");
+
+        // envFrom: secretRef — every key becomes an environment variable.
+        let env: Vec<(&str, String)> = SECRET_KEYS[..4]
+            .iter()
+            .map(|k| (*k, secret_text(&secret, k)))
+            .collect();
+        let got = load_with_huawei_sdk("env", &sim, &env);
+        assert_eq!(got["ak"], ak.as_str());
+        assert_eq!(got["principal_urn"], principal.as_str());
+
+        // a Secret volume: the `credentials` key as the SDK's INI file
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("credentials");
+        std::fs::write(&file, secret_text(&secret, "credentials")).expect("write file");
+        let file_env = [("HUAWEICLOUD_SDK_CREDENTIALS_FILE", file.display().to_string())];
+        for mode in ["file", "profile"] {
+            let got = load_with_huawei_sdk(mode, &sim, &file_env);
+            assert_eq!(got["ak"], ak.as_str(), "{mode}");
+            assert_eq!(got["principal_urn"], principal.as_str(), "{mode}");
+        }
+    })
+    .await;
+}

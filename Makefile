@@ -97,6 +97,5 @@ image-check: ## Build the image and check user, entrypoint, size and that tcred 
 	hack/image.sh check
 
 .PHONY: bench
-bench: cluster-up ## Benchmarks (print numbers and write target/bench/*.json)
-	$(CARGO) build --locked --release --bin tcred --bin tcred-huawei-sim --example bench
-	target/release/examples/bench $(BENCH_ARGS)
+bench: cluster-up ## Benchmarks: print numbers, write target/bench/*.json (TCRED_BENCH_N=10000 for scale)
+	$(CARGO) bench --locked --bench create_to_secret

@@ -18,6 +18,15 @@ pub mod keys {
     pub const ACCESS_TOKEN: &str = "accessToken";
     pub const ACCESS_TOKEN_EXPIRES_AT: &str = "accessTokenExpiresAt";
     pub const REFRESH_TOKEN: &str = "refreshToken";
+    /// Additive to the contract: when the access token was issued, so a refresh can happen at a
+    /// fixed share of its lifetime.
+    pub const ACCESS_TOKEN_ISSUED_AT: &str = "accessTokenIssuedAt";
+}
+
+/// Labels on a session Secret written by `tcred login`, naming the source it belongs to.
+pub mod labels {
+    pub const SOURCE_KIND: &str = "tcred.dev/source-kind";
+    pub const SOURCE_NAME: &str = "tcred.dev/source-name";
 }
 
 /// A portal session.
@@ -30,6 +39,7 @@ pub struct Session {
     pub client_secret_expires_at: Timestamp,
     pub access_token: SecretString,
     pub access_token_expires_at: Timestamp,
+    pub access_token_issued_at: Option<Timestamp>,
     pub refresh_token: Option<SecretString>,
 }
 
@@ -61,6 +71,7 @@ impl Session {
             client_secret_expires_at: time(keys::CLIENT_SECRET_EXPIRES_AT)?,
             access_token: text(keys::ACCESS_TOKEN)?.into(),
             access_token_expires_at: time(keys::ACCESS_TOKEN_EXPIRES_AT)?,
+            access_token_issued_at: time(keys::ACCESS_TOKEN_ISSUED_AT).ok(),
             refresh_token: text(keys::REFRESH_TOKEN).ok().map(Into::into),
         })
     }
@@ -84,6 +95,9 @@ impl Session {
             keys::ACCESS_TOKEN_EXPIRES_AT,
             &rfc3339(self.access_token_expires_at),
         );
+        if let Some(t) = self.access_token_issued_at {
+            put(keys::ACCESS_TOKEN_ISSUED_AT, &rfc3339(t));
+        }
         if let Some(r) = &self.refresh_token {
             put(keys::REFRESH_TOKEN, r.expose());
         }
@@ -92,6 +106,19 @@ impl Session {
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.access_token_expires_at <= now
+    }
+
+    /// When to refresh the access token (with a refresh token): at two thirds of its lifetime,
+    /// or ten minutes before expiry when the issue time is unknown.
+    pub fn refresh_at(&self) -> Timestamp {
+        let exp = self.access_token_expires_at;
+        match self.access_token_issued_at.filter(|i| *i < exp) {
+            Some(issued) => {
+                let lifetime = exp.duration_since(issued);
+                issued + lifetime * 2 / 3
+            }
+            None => exp - jiff::SignedDuration::from_mins(10),
+        }
     }
 }
 
@@ -108,6 +135,7 @@ mod tests {
             client_secret_expires_at: Timestamp::from_second(2_000_000_000).unwrap(),
             access_token: "access-token-value".into(),
             access_token_expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
+            access_token_issued_at: Some(Timestamp::from_second(1_799_971_200).unwrap()),
             refresh_token: None,
         }
     }
@@ -155,6 +183,18 @@ mod tests {
             err.contains("accessTokenExpiresAt") && !err.contains("tomorrow"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn refresh_happens_at_two_thirds_of_the_token_lifetime() {
+        let s = session();
+        // 8 h token: refresh 5 h 20 min after issue
+        assert_eq!(s.refresh_at().as_second(), 1_799_971_200 + 19_200);
+        let unknown = Session {
+            access_token_issued_at: None,
+            ..session()
+        };
+        assert_eq!(unknown.refresh_at().as_second(), 1_800_000_000 - 600);
     }
 
     #[test]

@@ -252,6 +252,10 @@ pub struct TemporaryCredentialStatus {
     /// The value of the `tcred.dev/rotate` annotation tcred last honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotate_request: Option<String>,
+    /// The source's resourceVersion when the last mint failed: a change to the source (a new
+    /// login, a fixed key) retries at once instead of waiting out the backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_source_version: Option<String>,
     /// The rotation after which tcred last restarted the rolloutRestartTargets; behind
     /// `rotations` means a restart is still owed (it is retried, also by a new leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,9 @@
 
 mod controller;
 mod crd;
+mod login;
+mod rotate;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,12 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// Print the CRDs as YAML, or write one file per CRD.
     Crd(crd::CrdArgs),
+    /// Log in to IAM Identity Center for an identityCenter source (device authorization).
+    Login(login::LoginArgs),
+    /// Show TemporaryCredentials: ready, target, expiry, renewal, last error.
+    Status(status::StatusArgs),
+    /// Force one rotation of a TemporaryCredential and wait for the new credential.
+    Rotate(rotate::RotateArgs),
 }
 
 /// Errors a command reports to the user.
@@ -64,6 +73,9 @@ impl Cli {
         match self.command {
             Command::Controller(args) => controller::run(args).await,
             Command::Crd(args) => crd::run(&args),
+            Command::Login(args) => login::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Rotate(args) => rotate::run(args).await,
         }
     }
 }

@@ -112,6 +112,14 @@ impl Source {
         }
     }
 
+    /// The source object's resourceVersion (changes with its spec and its status).
+    pub fn resource_version(&self) -> Option<String> {
+        match self {
+            Self::Namespaced(g) => g.resource_version(),
+            Self::Cluster(g) => g.resource_version(),
+        }
+    }
+
     pub fn uid(&self) -> String {
         match self {
             Self::Namespaced(g) => g.0.as_ref().ok().and_then(|s| s.uid()).unwrap_or_default(),

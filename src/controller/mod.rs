@@ -10,11 +10,12 @@ pub mod mint;
 pub mod plan;
 pub mod reconcile;
 pub mod secret;
+pub mod sources;
 pub mod status;
 
 use std::{future::Future, sync::Arc};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
@@ -236,23 +237,75 @@ pub async fn run(
 
     info!(
         namespace = ns.unwrap_or("<all>"),
-        "starting the TemporaryCredential controller"
+        "starting the TemporaryCredential and source controllers"
     );
-    controller
+    let shutdown = shutdown.shared();
+    let credentials = controller
         .watches_stream(source_stream, by_source)
         .watches_stream(cluster_stream, by_cluster_source)
         .watches_stream(ns_stream, by_namespace)
         .watches_stream(secret_stream, by_secret)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(error) = res {
-                tracing::debug!(%error, "reconcile queue event");
-            }
-        })
-        .await;
-    info!("controller stopped");
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(log_queue_error);
+    let sources = source_controller(
+        scoped::<DeserializeGuard<CredentialSource>>(&client, ns),
+        &client,
+        ns,
+        shutdown.clone(),
+        ctx.clone(),
+    );
+    let cluster_sources = source_controller(
+        Api::<DeserializeGuard<ClusterCredentialSource>>::all(client.clone()),
+        &client,
+        ns,
+        shutdown,
+        ctx,
+    );
+    tokio::join!(credentials, sources, cluster_sources);
+    info!("controllers stopped");
     Ok(())
+}
+
+async fn log_queue_error<T, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(error) = res {
+        tracing::debug!(%error, "reconcile queue event");
+    }
+}
+
+/// A controller for one source kind, also woken when its session Secret (written by `tcred
+/// login`, labelled with the source) changes.
+async fn source_controller<K: sources::SourceResource>(
+    api: Api<DeserializeGuard<K>>,
+    client: &Client,
+    ns: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ctx: Arc<Context>,
+) {
+    let kind = match K::KIND {
+        SourceKind::CredentialSource => "CredentialSource",
+        SourceKind::ClusterCredentialSource => "ClusterCredentialSource",
+    };
+    let sessions = watcher(
+        scoped::<PartialObjectMeta<Secret>>(client, ns),
+        watcher::Config::default().labels(&format!("{}={kind}", crate::session::labels::SOURCE_KIND)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let by_session = |s: PartialObjectMeta<Secret>| {
+        let name = s.labels().get(crate::session::labels::SOURCE_NAME)?.clone();
+        Some(match K::KIND {
+            SourceKind::CredentialSource => ObjectRef::new(&name).within(&s.namespace().unwrap_or_default()),
+            SourceKind::ClusterCredentialSource => ObjectRef::new(&name),
+        })
+    };
+    Controller::new(api, watcher::Config::default())
+        .with_config(RuntimeConfig::default().concurrency(4))
+        .watches_stream(sessions, by_session)
+        .graceful_shutdown_on(shutdown)
+        .run(sources::reconcile::<K>, sources::error_policy::<K>, ctx)
+        .for_each(log_queue_error)
+        .await;
 }
 
 /// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the

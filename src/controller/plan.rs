@@ -75,6 +75,8 @@ pub struct PlanInput<'a> {
     pub policy: RenewPolicy,
     /// The object's UID: the key of its renewal spread.
     pub uid: &'a str,
+    /// The source's resourceVersion now.
+    pub source_version: Option<&'a str>,
 }
 
 pub fn plan(input: PlanInput<'_>) -> Plan {
@@ -111,13 +113,18 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     gate(input, needed)
 }
 
-/// Holds a needed mint back while the backoff of a previous failure runs, unless the spec
-/// changed since (a new generation deserves a prompt attempt).
+/// Holds a needed mint back while the backoff of a previous failure runs, unless the spec or the
+/// source changed since (either deserves a prompt attempt).
 fn gate(input: PlanInput<'_>, reason: MintReason) -> Plan {
     let s = input.status;
     let same_generation = s.observed_generation.is_some() && s.observed_generation == input.generation;
+    let source_changed = match (s.last_failure_source_version.as_deref(), input.source_version) {
+        (Some(then), Some(now)) => then != now,
+        _ => false,
+    };
     if s.failed_attempts > 0
         && same_generation
+        && !source_changed
         && let Some(retry_at) = s.renewal_time.as_ref().map(|t| t.0)
         && retry_at > input.now
     {
@@ -165,6 +172,7 @@ mod tests {
             rotate_request: rotate,
             policy: RenewPolicy::default(),
             uid: "uid-a",
+            source_version: Some("7"),
         })
     }
 
@@ -300,6 +308,21 @@ mod tests {
             }
         );
         assert_eq!(run(500, &failing, &due, None), Plan::Mint(MintReason::Expired));
+
+        let source_fixed = TemporaryCredentialStatus {
+            last_failure_source_version: Some("6".into()),
+            ..failing.clone()
+        };
+        assert_eq!(
+            run(300, &source_fixed, &due, None),
+            Plan::Mint(MintReason::RenewalDue),
+            "a changed source retries at once"
+        );
+        let same_source = TemporaryCredentialStatus {
+            last_failure_source_version: Some("7".into()),
+            ..failing.clone()
+        };
+        assert!(matches!(run(300, &same_source, &due, None), Plan::Backoff { .. }));
 
         let new_generation = TemporaryCredentialStatus {
             observed_generation: Some(0),

@@ -177,6 +177,7 @@ impl Reconciler<'_> {
 
         let uid = self.uid();
         let rotate_request = self.tc.annotations().get(annotations::ROTATE).cloned();
+        let source_version = source.resource_version();
         let decision = plan(PlanInput {
             now: self.now,
             generation: self.tc.metadata.generation,
@@ -185,6 +186,7 @@ impl Reconciler<'_> {
             rotate_request: rotate_request.as_deref(),
             policy: self.policy(),
             uid: &uid,
+            source_version: source_version.as_deref(),
         });
         match decision {
             Plan::Conflict => {
@@ -285,7 +287,14 @@ impl Reconciler<'_> {
                     object = %self.tc.name_any(), namespace = %ns, reason = %reason, class = class.label(),
                     retry_in_seconds = delay.as_secs(), error = %e.message, "mint failed"
                 );
-                let next = status::after_failure(&self.base(), class, &e.message, retry_at, held_expiry);
+                let next = status::after_failure(
+                    &self.base(),
+                    class,
+                    &e.message,
+                    retry_at,
+                    held_expiry,
+                    source.resource_version().as_deref(),
+                );
                 self.write_status(&next).await?;
                 return Ok(Action::requeue(delay));
             }

@@ -70,6 +70,7 @@ pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus 
     s.rotations = base.prev.rotations + 1;
     s.failed_attempts = 0;
     s.last_failure_time = None;
+    s.last_failure_source_version = None;
     if m.rotate_request.is_some() {
         s.last_rotate_request = m.rotate_request.map(str::to_owned);
     }
@@ -142,6 +143,7 @@ pub fn after_keep(
     s.last_rotation_time = s.last_rotation_time.or(Some(Time(issued_at)));
     s.failed_attempts = 0;
     s.last_failure_time = None;
+    s.last_failure_source_version = None;
     // Keep the Issued/Rotated reason a mint set; a status rebuilt from the Secret says Issued.
     let reason = match find(&s.conditions, types::READY) {
         Some(c) if c.status == "True" => {
@@ -183,8 +185,10 @@ pub fn after_failure(
     error: &str,
     retry_at: Timestamp,
     secret_expires_at: Option<Timestamp>,
+    source_version: Option<&str>,
 ) -> TemporaryCredentialStatus {
     let mut s = base.start();
+    s.last_failure_source_version = source_version.map(str::to_owned);
     s.failed_attempts = base.prev.failed_attempts.saturating_add(1);
     s.last_failure_time = Some(Time(base.now));
     s.renewal_time = Some(Time(retry_at));
@@ -333,7 +337,14 @@ mod tests {
     #[test]
     fn failures_walk_from_renewal_failing_to_expired_and_recover() {
         let ok = minted(&Default::default(), 0);
-        let f1 = after_failure(&base(2400, &ok), SERVER, UNAVAILABLE, t(2405), Some(t(3600)));
+        let f1 = after_failure(
+            &base(2400, &ok),
+            SERVER,
+            UNAVAILABLE,
+            t(2405),
+            Some(t(3600)),
+            None,
+        );
         assert_eq!(ready(&f1), ("False", reasons::RENEWAL_FAILING));
         assert_eq!(f1.failed_attempts, 1);
         assert_eq!(f1.renewal_time, Some(Time(t(2405))));
@@ -351,7 +362,14 @@ mod tests {
         let waiting = during_backoff(&base(3700, &f1), Some(t(3600)));
         assert_eq!(ready(&waiting), ("False", reasons::EXPIRED));
 
-        let f2 = after_failure(&base(3700, &waiting), SERVER, UNAVAILABLE, t(3710), Some(t(3600)));
+        let f2 = after_failure(
+            &base(3700, &waiting),
+            SERVER,
+            UNAVAILABLE,
+            t(3710),
+            Some(t(3600)),
+            None,
+        );
         assert_eq!(ready(&f2), ("False", reasons::EXPIRED));
         assert_eq!(f2.failed_attempts, 2);
 
@@ -363,7 +381,14 @@ mod tests {
 
     #[test]
     fn a_credential_that_never_minted_reports_mint_failed() {
-        let f = after_failure(&base(0, &Default::default()), SERVER, UNAVAILABLE, t(5), None);
+        let f = after_failure(
+            &base(0, &Default::default()),
+            SERVER,
+            UNAVAILABLE,
+            t(5),
+            None,
+            None,
+        );
         assert_eq!(ready(&f), ("False", reasons::MINT_FAILED));
     }
 

@@ -1,0 +1,256 @@
+//! `tcred login`: the IAM Identity Center device authorization flow for an identityCenter
+//! source, ending with the session Secret written through the Kubernetes API.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ObjectMeta, PostParams},
+};
+
+use super::Error;
+use crate::{
+    api::{ClusterCredentialSource, CredentialSource, IdentityCenterSource, SourceMode, SourceView, labels},
+    cloud::{
+        HttpClient, endpoints,
+        http::Timeouts,
+        oidc::{self, DevicePoll, RegisteredClient},
+    },
+    controller::secret::rfc3339,
+    session::{self, Session},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The CredentialSource (in --namespace) to log in for.
+    #[arg(
+        long,
+        conflicts_with = "cluster_source",
+        required_unless_present = "cluster_source"
+    )]
+    pub source: Option<String>,
+    /// The ClusterCredentialSource to log in for.
+    #[arg(long)]
+    pub cluster_source: Option<String>,
+    /// Namespace of the CredentialSource (default: the kubeconfig's namespace).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// The Identity Center user portal URL (https://.../d-xxxxxxxxxx/portal). Remembered in the
+    /// session Secret; needed the first time.
+    #[arg(long)]
+    pub start_url: Option<String>,
+    /// Name the OIDC client is registered under.
+    #[arg(long, default_value = "tcred")]
+    pub client_name: String,
+    /// Give up waiting for approval after this long (default: when the code expires).
+    #[arg(long)]
+    pub timeout: Option<kube::core::Duration>,
+}
+
+/// The source's parts login needs, whichever kind it is.
+struct Target {
+    desc: String,
+    kind: &'static str,
+    name: String,
+    ic: IdentityCenterSource,
+    endpoints: Option<crate::api::Endpoints>,
+    secret_namespace: String,
+}
+
+fn identity_center(
+    view: SourceView<'_>,
+    desc: &str,
+) -> Result<(IdentityCenterSource, Option<crate::api::Endpoints>), Error> {
+    match view.mode {
+        Some(SourceMode::IdentityCenter(ic)) => Ok((ic.clone(), view.endpoints.cloned())),
+        Some(other) => Err(Error::Usage(format!(
+            "{desc} is a {} source; tcred login is for identityCenter sources",
+            other.name()
+        ))),
+        None => Err(Error::Usage(format!("{desc} does not name exactly one mode"))),
+    }
+}
+
+async fn target(client: &Client, args: &LoginArgs) -> Result<Target, Error> {
+    if let Some(name) = &args.cluster_source {
+        let src = Api::<ClusterCredentialSource>::all(client.clone())
+            .get(name)
+            .await?;
+        let desc = format!("ClusterCredentialSource {name}");
+        let (ic, endpoints) = identity_center(src.spec.view(), &desc)?;
+        let secret_namespace = ic
+            .session_secret_ref
+            .namespace
+            .clone()
+            .ok_or_else(|| Error::Usage(format!("{desc} names no namespace for its session Secret")))?;
+        return Ok(Target {
+            desc,
+            kind: "ClusterCredentialSource",
+            name: name.clone(),
+            ic,
+            endpoints,
+            secret_namespace,
+        });
+    }
+    let name = args.source.clone().unwrap_or_default();
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let src = Api::<CredentialSource>::namespaced(client.clone(), &ns)
+        .get(&name)
+        .await?;
+    let desc = format!("CredentialSource {ns}/{name}");
+    let (ic, endpoints) = identity_center(src.spec.view(), &desc)?;
+    Ok(Target {
+        desc,
+        kind: "CredentialSource",
+        name,
+        ic,
+        endpoints,
+        secret_namespace: ns,
+    })
+}
+
+pub async fn run(args: LoginArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let t = target(&client, &args).await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &t.secret_namespace);
+    let secret_name = t.ic.session_secret_ref.name.clone();
+    let existing = secrets.get_opt(&secret_name).await?;
+    let previous = existing.as_ref().and_then(|s| Session::from_secret(s).ok());
+
+    let start_url = args
+        .start_url
+        .clone()
+        .or_else(|| previous.as_ref().map(|p| p.start_url.clone()))
+        .ok_or_else(|| {
+            Error::Usage("--start-url is required for the first login (your user portal URL)".into())
+        })?;
+    let eps =
+        endpoints::resolve(&t.ic.region, t.endpoints.as_ref()).map_err(|e| Error::Usage(e.to_string()))?;
+    let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Usage(e.to_string()))?;
+    let now = Timestamp::now();
+
+    // Reuse the registered client while its secret has more than a day left.
+    let reusable = previous.as_ref().filter(|p| {
+        p.region == t.ic.region && p.client_secret_expires_at > now + jiff::SignedDuration::from_hours(24)
+    });
+    let client_reg = match reusable {
+        Some(p) => RegisteredClient {
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            client_secret_expires_at: p.client_secret_expires_at,
+        },
+        None => oidc::register_client(&http, &eps.oidc, &args.client_name)
+            .await
+            .map_err(|e| Error::Usage(e.to_string()))?,
+    };
+
+    let device = oidc::start_device_authorization(&http, &eps.oidc, &client_reg, &start_url)
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let open = device
+        .verification_uri_complete
+        .as_deref()
+        .unwrap_or(&device.verification_uri);
+    println!("Logging in to IAM Identity Center for {}.", t.desc);
+    println!();
+    println!("Open this page in a browser and sign in:");
+    println!();
+    println!("    {open}");
+    println!();
+    println!("Confirm that it shows this code:");
+    println!();
+    println!("User code: {}", device.user_code);
+    println!();
+    println!(
+        "Waiting for approval (the code expires at {})...",
+        rfc3339(device.expires_at)
+    );
+
+    let deadline = match args.timeout {
+        Some(d) => (now + jiff::SignedDuration::try_from(Duration::from(d)).unwrap_or_default())
+            .min(device.expires_at),
+        None => device.expires_at,
+    };
+    let mut interval = device.interval;
+    let tokens = loop {
+        tokio::time::sleep(interval).await;
+        if Timestamp::now() >= deadline {
+            return Err(Error::Usage(
+                "the code was not approved in time; run tcred login again".into(),
+            ));
+        }
+        match oidc::poll_device_token(&http, &eps.oidc, &client_reg, &device).await {
+            Ok(DevicePoll::Pending) => {}
+            Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
+            Ok(DevicePoll::Issued(tokens)) => break tokens,
+            Err(e) => return Err(Error::Usage(format!("login failed: {e}"))),
+        }
+    };
+
+    let session = Session {
+        region: t.ic.region.clone(),
+        start_url,
+        client_id: client_reg.client_id,
+        client_secret: client_reg.client_secret,
+        client_secret_expires_at: client_reg.client_secret_expires_at,
+        access_token: tokens.access_token,
+        access_token_expires_at: tokens.expires_at,
+        access_token_issued_at: Some(Timestamp::now()),
+        refresh_token: tokens.refresh_token,
+    };
+    write_session(&secrets, &secret_name, existing, &session, &t).await?;
+    println!();
+    println!(
+        "Logged in. The session is valid until {}{}; stored in Secret {}/{secret_name}.",
+        rfc3339(session.access_token_expires_at),
+        if session.refresh_token.is_some() {
+            " and tcred refreshes it before then"
+        } else {
+            ""
+        },
+        t.secret_namespace
+    );
+    Ok(())
+}
+
+/// Creates or replaces the whole session Secret (every key from this login, nothing stale).
+async fn write_session(
+    secrets: &Api<Secret>,
+    name: &str,
+    existing: Option<Secret>,
+    session: &Session,
+    t: &Target,
+) -> Result<(), Error> {
+    let mut labels_out = existing.as_ref().map(|s| s.labels().clone()).unwrap_or_default();
+    labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+    labels_out.insert(session::labels::SOURCE_KIND.into(), t.kind.into());
+    labels_out.insert(session::labels::SOURCE_NAME.into(), t.name.clone());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(t.secret_namespace.clone()),
+            labels: Some(labels_out),
+            annotations: existing.as_ref().and_then(|s| s.metadata.annotations.clone()),
+            // replace at the version read: a concurrent refresh by the controller is not overwritten blindly
+            resource_version: existing.as_ref().and_then(|s| s.resource_version()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(session.to_data()),
+        ..Default::default()
+    };
+    let pp = PostParams {
+        field_manager: Some("tcred-login".into()),
+        ..Default::default()
+    };
+    match existing {
+        Some(_) => secrets.replace(name, &pp, &secret).await?,
+        None => secrets.create(&pp, &secret).await?,
+    };
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `tcred rotate NAMESPACE/NAME`: force one rotation (the `tcred.dev/rotate` annotation) and wait
+//! for the new credential.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::Error;
+use crate::{
+    api::{
+        TemporaryCredential, annotations,
+        condition::{find, types},
+    },
+    controller::secret::rfc3339,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The TemporaryCredential, as NAMESPACE/NAME (or NAME with --namespace).
+    pub credential: String,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// How long to wait for the new credential.
+    #[arg(long, default_value = "2m")]
+    pub timeout: kube::core::Duration,
+}
+
+pub async fn run(args: RotateArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let (ns, name) = match args.credential.split_once('/') {
+        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+        None => (
+            args.namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned()),
+            args.credential.clone(),
+        ),
+    };
+    let api = Api::<TemporaryCredential>::namespaced(client, &ns);
+    let before = api.get(&name).await?;
+    let rotations_before = before.status.as_ref().map_or(0, |s| s.rotations);
+    let request = Timestamp::now().to_string();
+    let patch = json!({"metadata": {"annotations": {annotations::ROTATE: request}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    println!("Requested a rotation of {ns}/{name}; waiting for the new credential...");
+
+    let deadline = Instant::now() + Duration::from(args.timeout);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let tc = api.get(&name).await?;
+        let s = tc.status.unwrap_or_default();
+        if s.last_rotate_request.as_deref() == Some(request.as_str()) && s.rotations > rotations_before {
+            println!(
+                "Rotated {ns}/{name}: access key {}, valid until {}, next renewal at {}.",
+                s.access_key_id.as_deref().unwrap_or("-"),
+                s.expires_at.map(|t| rfc3339(t.0)).unwrap_or_else(|| "-".into()),
+                s.renewal_time.map(|t| rfc3339(t.0)).unwrap_or_else(|| "-".into()),
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = find(&s.conditions, types::READY)
+                .map(|c| format!("{} ({}): {}", c.status, c.reason, c.message))
+                .unwrap_or_else(|| "no Ready condition yet".into());
+            return Err(Error::Usage(format!(
+                "no new credential within {:?}; Ready is {why}",
+                Duration::from(args.timeout)
+            )));
+        }
+    }
+}

@@ -112,6 +112,15 @@ impl Source {
         }
     }
 
+    /// The `tcred login` command for this source.
+    pub fn login_hint(&self) -> String {
+        use super::sources::SourceResource;
+        match self {
+            Self::Namespaced(g) => g.0.as_ref().map(|s| s.login_hint()).unwrap_or_default(),
+            Self::Cluster(g) => g.0.as_ref().map(|s| s.login_hint()).unwrap_or_default(),
+        }
+    }
+
     /// The source object's resourceVersion (changes with its spec and its status).
     pub fn resource_version(&self) -> Option<String> {
         match self {

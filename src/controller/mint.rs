@@ -169,7 +169,7 @@ pub async fn mint(
             let ns = source
                 .secret_namespace(&ic.session_secret_ref)
                 .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
-            let session = read_session(ctx, &ns, &ic.session_secret_ref.name, &source.label()).await?;
+            let session = read_session(ctx, &ns, &ic.session_secret_ref.name, &source.login_hint()).await?;
             mint_portal(ctx, source, &endpoints, &session, account_id, name).await
         }
         _ => Err(MintError::new(
@@ -268,28 +268,28 @@ async fn read_session(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    source: &str,
+    login_hint: &str,
 ) -> Result<Session, MintError> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get(name)
         .await
         .map_err(|e| {
             MintError::kube(
-                &format!("reading session Secret {namespace}/{name}; run `tcred login --source {source}`"),
+                &format!("reading session Secret {namespace}/{name}; run `{login_hint}`"),
                 &e,
             )
         })?;
     let session = Session::from_secret(&secret).map_err(|e| {
         MintError::new(
             ErrorClass::Auth,
-            format!("session Secret {namespace}/{name}: {e}; run `tcred login --source {source}`"),
+            format!("session Secret {namespace}/{name}: {e}; run `{login_hint}`"),
         )
     })?;
     if session.is_expired(Timestamp::now()) {
         return Err(MintError::new(
             ErrorClass::Auth,
             format!(
-                "the Identity Center session expired at {}; run `tcred login --source {source}`",
+                "the Identity Center session expired at {}; run `{login_hint}`",
                 super::secret::rfc3339(session.access_token_expires_at)
             ),
         ));

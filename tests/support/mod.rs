@@ -644,3 +644,94 @@ pub fn kubectl_with_input(args: &[&str], stdin: &str) -> (bool, String) {
         ),
     )
 }
+
+// === Identity Center ===
+
+pub const START_URL: &str = "https://idcenter.example.com/d-1234567890/portal";
+
+/// An identityCenter CredentialSource `name` in `ns` whose session lives in Secret
+/// `<name>-session`, pointed at `sim`.
+pub async fn identity_center_source(client: &Client, ns: &str, name: &str, sim: &Simulator) {
+    apply(
+        client,
+        json!({
+            "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "identityCenter": {"region": "ap-southeast-1", "sessionSecretRef": {"name": format!("{name}-session")}},
+                "endpoints": {"oidc": sim.url, "portal": sim.url},
+            },
+        }),
+    )
+    .await;
+}
+
+/// Runs `tcred <args>` with the admin kubeconfig; returns (success, stdout + stderr).
+pub fn tcred_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcred"))
+        .args(args)
+        .env("KUBECONFIG", admin_kubeconfig())
+        .output()
+        .expect("run tcred");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs `tcred login <args>`, approves the device code it prints as `user` through the
+/// simulator's control endpoint, and returns its output once it exits.
+pub async fn login(args: &[&str], sim: &Simulator, user: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcred"))
+        .arg("login")
+        .args(args)
+        .env("KUBECONFIG", admin_kubeconfig())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tcred login");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let code = tokio::task::spawn_blocking(move || {
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+            if let Some(code) = line.strip_prefix("User code: ") {
+                return Some(code.trim().to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("join")
+    .expect("tcred login printed a user code");
+    sim.approve(&code, user).await;
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let out = reader.join().expect("reader");
+    assert!(
+        status.status.success(),
+        "tcred login failed:\n{out}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    out
+}
+
+/// The server URL of the local apiserver (also its ServiceAccount token issuer).
+pub fn apiserver_url() -> String {
+    let port = std::fs::read_to_string(cluster_dir().join("apiserver.port")).expect("apiserver.port");
+    format!("https://127.0.0.1:{}", port.trim())
+}

@@ -44,12 +44,12 @@ lint: ## rustfmt and clippy (warnings are errors)
 .PHONY: crds
 crds: ## Regenerate crds/ and the chart's copy from the Rust types
 	$(CARGO) run --quiet --locked --bin tcred -- crd --output-dir crds
-	$(CARGO) run --quiet --locked --bin tcred -- crd --output-dir charts/tcred/crds
+	$(CARGO) run --quiet --locked --bin tcred -- crd --output-dir charts/tcred/files/crds
 
 .PHONY: crds-check
 crds-check: crds ## Fail when the committed CRDs differ from the Rust types
-	@git diff --exit-code -- crds charts/tcred/crds || { echo "CRDs drifted: run 'make crds' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- crds charts/tcred/crds)" || { git status --porcelain -- crds charts/tcred/crds; echo "CRDs not committed: run 'make crds' and commit"; exit 1; }
+	@git diff --exit-code -- crds charts/tcred/files/crds || { echo "CRDs drifted: run 'make crds' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- crds charts/tcred/files/crds)" || { git status --porcelain -- crds charts/tcred/files/crds; echo "CRDs not committed: run 'make crds' and commit"; exit 1; }
 
 .PHONY: unit
 unit: ## Unit tests (pure logic: signer, schedule, planning, Secret building, ...)

@@ -53,7 +53,7 @@ up() {
   echo "simulator: $SIM_URL"
 
   log "installing the CRDs"
-  kubectl apply --server-side -f crds/ >/dev/null
+  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
   kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
   log "an access key Secret, a CredentialSource and a TemporaryCredential in namespace $NS"
@@ -87,8 +87,9 @@ EOF
     log "starting the operator"
     METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     echo "$METRICS_PORT" >"$STATE/metrics.port"
+    # Scoped to the demo namespace, so a running demo never touches the test suite's objects.
     KUBECONFIG="$ROOT/target/cluster/kubeconfig" setsid target/debug/tcred controller \
-      --leader-elect=true --leader-election-namespace=default \
+      --namespace "$NS" --leader-elect=true --leader-election-namespace "$NS" \
       --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
       >"$STATE/operator.log" 2>&1 </dev/null &
     echo $! >"$STATE/operator.pid"

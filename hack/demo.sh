@@ -103,7 +103,7 @@ EOF
   kubectl get tcred-all -A
   log "Secret $NS/billing-creds (keys only; the values are the credential)"
   kubectl -n "$NS" get secret billing-creds \
-    -o go-template='{{range $k, $v := .data}}{{printf "  %-32s %d bytes\n" $k (len $v)}}{{end}}'
+    -o go-template='{{range $k, $v := .data}}{{printf "  %-32s %d bytes\n" $k (len (base64decode $v))}}{{end}}'
   kubectl -n "$NS" get secret billing-creds -o jsonpath='{.metadata.annotations}{"\n"}' |
     python3 -c 'import json,sys; a=json.load(sys.stdin); [print(f"  {k}: {v}") for k,v in sorted(a.items()) if k.startswith("tcred.dev/")]'
 

@@ -32,8 +32,9 @@ use super::condition::conditions_schema;
     ),
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
     printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
-    printcolumn(name = "Renewal", type_ = "date", json_path = ".status.renewalTime"),
+    // Future times as `date` columns print "<invalid>" in kubectl; show them as they are.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Renewal", type_ = "string", json_path = ".status.renewalTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
         name = "Reason",

@@ -33,7 +33,7 @@ const ONE_MODE_MESSAGE: &str = "exactly one of identityCenter, accessKey or webI
     ),
     printcolumn(
         name = "Session Expires",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.sessionExpiresAt"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -85,7 +85,7 @@ pub struct CredentialSourceSpec {
     ),
     printcolumn(
         name = "Session Expires",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.sessionExpiresAt"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -251,7 +251,10 @@ impl Reconciler<'_> {
         rotate_request: Option<&str>,
     ) -> Result<Action, Error> {
         let ns = self.namespace();
-        let started = Timestamp::now();
+        // Whole seconds: issue times are written to the Secret at that precision, and a schedule
+        // recomputed from them after a restart must match this one exactly.
+        let started =
+            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
         let result = {
             let _t = Timer::start(&self.ctx.metrics.mint_duration);
             mint::mint(self.ctx, self.tc, source, auth).await

@@ -1,0 +1,218 @@
+//! Operating tcred: leader election between real controller processes (one mints; a SIGKILLed
+//! leader is replaced within the lease duration and nothing is minted twice; SIGTERM steps down
+//! at once), and the Prometheus metrics after a mint.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::json;
+use support::*;
+use tcred::api::{TemporaryCredential, annotations, condition::reasons};
+
+const LEASE: &str = "tcred-controller";
+
+async fn holder(client: &kube::Client, ns: &str) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(LEASE)
+        .await
+        .ok()??;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+fn elected<'a>(ns: &'a str, identity: &'a str) -> OperatorOptions<'a> {
+    OperatorOptions {
+        namespace: Some(ns),
+        leader_elect: true,
+        lease_namespace: Some(ns),
+        identity,
+        extra: vec![
+            "--lease-duration-seconds=6".into(),
+            "--lease-grace-seconds=2".into(),
+        ],
+        ..Default::default()
+    }
+}
+
+fn minted_lines(op: &Operator) -> usize {
+    op.logs()
+        .lines()
+        .filter(|l| l.contains("credential minted"))
+        .count()
+}
+
+#[tokio::test]
+async fn only_the_leader_mints_and_a_standby_takes_over_without_minting_twice() {
+    with_namespace("leader-election", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let mut ops = vec![
+            Operator::start_with("leader-election", elected(&ns, "op-1")).await,
+            Operator::start_with("leader-election", elected(&ns, "op-2")).await,
+        ];
+        for name in ["one", "two", "three"] {
+            apply(&client, agency_credential(&ns, name, "corp", json!({}))).await;
+        }
+        for name in ["one", "two", "three"] {
+            wait_ready_reason(&client, &ns, name, reasons::ISSUED, Duration::from_secs(30)).await;
+        }
+        let leader = wait_for(Duration::from_secs(30), "a lease holder", || holder(&client, &ns)).await;
+        let (li, si) = if leader == "op-1" { (0, 1) } else { (1, 0) };
+        assert_eq!(sim.mints_total().await, 3, "each credential minted once");
+        assert_eq!(minted_lines(&ops[li]), 3, "the leader minted");
+        assert_eq!(minted_lines(&ops[si]), 0, "the standby minted nothing");
+        assert!(ops[si].metrics().await.lines().any(|l| l == "tcred_leader 0"));
+        assert!(ops[li].metrics().await.lines().any(|l| l == "tcred_leader 1"));
+
+        // Crash the leader.
+        ops[li].kill();
+        let killed = Instant::now();
+        let standby = if leader == "op-1" { "op-2" } else { "op-1" };
+        wait_for(Duration::from_secs(30), "the standby holds the lease", || async {
+            (holder(&client, &ns).await.as_deref() == Some(standby)).then_some(())
+        })
+        .await;
+        let failover = killed.elapsed();
+        wait_for(Duration::from_secs(30), "the new leader reports itself", || async {
+            ops[si].metrics().await.lines().any(|l| l == "tcred_leader 1").then_some(())
+        })
+        .await;
+        let serving = killed.elapsed();
+        println!("failover: lease taken over {failover:.1?} after SIGKILL (lease duration 6 s); controller running after {serving:.1?}");
+        write_measurement("leader-failover", json!({
+            "leaseDurationSeconds": 6, "leaseTakenOverSeconds": failover.as_secs_f64(), "controllerRunningSeconds": serving.as_secs_f64(),
+        }));
+
+        // The new leader resyncs everything and mints nothing that is still valid ...
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sim.mints_total().await, 3, "nothing minted twice after the failover");
+        // ... and does mint when asked.
+        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "after-failover"}}});
+        api.patch("one", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        wait_ready_reason(&client, &ns, "one", reasons::ROTATED, Duration::from_secs(30)).await;
+        assert_eq!(sim.mints_total().await, 4);
+
+        // SIGTERM steps down at once: the lease is released, not left to lapse.
+        let status = ops[si].stop().expect("stopped");
+        assert!(status.success(), "graceful exit: {status:?}");
+        let released = holder(&client, &ns).await;
+        assert!(released.is_none(), "the lease was released on SIGTERM, holder {released:?}");
+        let op3 = Operator::start_with("leader-election", elected(&ns, "op-3")).await;
+        let started = Instant::now();
+        wait_for(Duration::from_secs(30), "op-3 holds the lease", || async {
+            (holder(&client, &ns).await.as_deref() == Some("op-3")).then_some(())
+        })
+        .await;
+        println!("after a graceful step-down the next replica led within {:.1?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sim.mints_total().await, 4, "nothing minted by the new leader");
+        drop(op3);
+    })
+    .await;
+}
+
+fn write_measurement(name: &str, value: serde_json::Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&value).unwrap_or_default(),
+    );
+}
+
+/// The value of the series whose line starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() {
+    with_namespace("metrics", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let op = Operator::start("metrics", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let status = tc.status.unwrap();
+        let labels = format!("{{namespace=\"{ns}\",name=\"billing\"}}");
+
+        let m = op.metrics().await;
+        let expiry = sample(
+            &m,
+            &format!("tcred_credential_expiration_timestamp_seconds{labels}"),
+        )
+        .expect("expiry series");
+        assert_eq!(expiry, status.expires_at.unwrap().0.as_second() as f64);
+        let renewal = sample(&m, &format!("tcred_credential_renewal_timestamp_seconds{labels}"))
+            .expect("renewal series");
+        assert_eq!(renewal, status.renewal_time.unwrap().0.as_second() as f64);
+        assert_eq!(sample(&m, &format!("tcred_credential_ready{labels}")), Some(1.0));
+        assert_eq!(
+            sample(
+                &m,
+                &format!("tcred_mint_total{{source=\"{ns}/corp\",result=\"success\"}}")
+            ),
+            Some(1.0)
+        );
+        assert!(sample(&m, "tcred_mint_duration_seconds_count").unwrap_or(0.0) >= 1.0);
+        assert!(sample(&m, "tcred_reconcile_total").unwrap_or(0.0) >= 1.0);
+        assert_eq!(
+            sample(
+                &m,
+                &format!("tcred_source_ready{{source=\"{ns}/corp\",kind=\"CredentialSource\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&m, "tcred_leader"), Some(1.0));
+
+        // A failure is counted by class.
+        sim.set_faults(json!({"errorRate": 1.0})).await;
+        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "1"}}});
+        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::RENEWAL_FAILING,
+            Duration::from_secs(30),
+        )
+        .await;
+        let m = op.metrics().await;
+        assert!(
+            sample(
+                &m,
+                &format!("tcred_mint_total{{source=\"{ns}/corp\",result=\"server\"}}")
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "{m}"
+        );
+        assert_eq!(sample(&m, &format!("tcred_credential_ready{labels}")), Some(0.0));
+
+        // Deleting the credential removes its series.
+        api.delete("billing", &DeleteParams::default()).await.unwrap();
+        wait_for(
+            Duration::from_secs(30),
+            "the credential's series disappear",
+            || async {
+                let m = op.metrics().await;
+                (!m.contains(&labels)).then_some(())
+            },
+        )
+        .await;
+    })
+    .await;
+}

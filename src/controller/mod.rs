@@ -74,13 +74,14 @@ where
     }
 }
 
-/// Fails early, with an install hint, when the CRDs are missing.
-pub async fn check_crds(client: &Client) -> Result<(), Error> {
-    Api::<TemporaryCredential>::all(client.clone())
+/// Fails early, with an install hint, when the CRDs are missing. Lists within the watched
+/// namespace, which is all a namespace-scoped installation may read.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    scoped::<TemporaryCredential>(client, namespace)
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::CrdsMissing)?;
-    Api::<CredentialSource>::all(client.clone())
+    scoped::<CredentialSource>(client, namespace)
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::CrdsMissing)?;
@@ -107,9 +108,9 @@ pub async fn run(
     readiness: Arc<dyn Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    check_crds(&client).await?;
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
+    check_crds(&client, ns).await?;
 
     let (sources, sources_writer) = reflector::store::<DeserializeGuard<CredentialSource>>();
     let (cluster_sources, cluster_writer) = reflector::store::<DeserializeGuard<ClusterCredentialSource>>();
@@ -153,10 +154,21 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
 
-    let credentials_api = scoped::<DeserializeGuard<TemporaryCredential>>(&client, ns);
-    let controller = Controller::new(credentials_api, watcher::Config::default())
+    // A credential is reconciled when its spec or its rotate annotation changes — not when tcred
+    // writes its status — and otherwise by the triggers below and its own schedule.
+    let (credentials, credentials_writer) = reflector::store::<DeserializeGuard<TemporaryCredential>>();
+    let credential_stream = reflector::reflector(
+        credentials_writer,
+        watcher(
+            scoped::<DeserializeGuard<TemporaryCredential>>(&client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_rotate_request, Default::default());
+    let controller = Controller::for_stream(credential_stream, credentials.clone())
         .with_config(RuntimeConfig::default().concurrency(config.concurrency));
-    let credentials = controller.store();
 
     let by_source = {
         let store = credentials.clone();
@@ -255,13 +267,21 @@ pub async fn run(
         shutdown.clone(),
         ctx.clone(),
     );
-    let cluster_sources = source_controller(
-        Api::<DeserializeGuard<ClusterCredentialSource>>::all(client.clone()),
-        &client,
-        ns,
-        shutdown,
-        ctx,
-    );
+    // A namespace-scoped installation uses ClusterCredentialSources but leaves their status and
+    // session refresh to the cluster-wide installation: several scoped ones would contend for
+    // them, and their Secrets live outside the watched namespace.
+    let cluster_sources = async {
+        if ns.is_none() {
+            source_controller(
+                Api::<DeserializeGuard<ClusterCredentialSource>>::all(client.clone()),
+                &client,
+                ns,
+                shutdown,
+                ctx,
+            )
+            .await;
+        }
+    };
     tokio::join!(credentials, sources, cluster_sources);
     info!("controllers stopped");
     Ok(())
@@ -320,6 +340,17 @@ where
         tokio::time::timeout(poll, store.wait_until_ready()).await,
         Ok(Ok(()))
     ) {}
+}
+
+/// What a TemporaryCredential's own watch events react to: its generation (spec changes) and the
+/// `tcred.dev/rotate` annotation.
+fn spec_or_rotate_request(tc: &DeserializeGuard<TemporaryCredential>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kube::Resource::meta(tc).generation.hash(&mut h);
+    tc.annotations().get(crate::api::annotations::ROTATE).hash(&mut h);
+    kube::Resource::meta(tc).deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }
 
 /// The TemporaryCredentials in `store` that `pred` selects, as trigger references.

@@ -1,0 +1,83 @@
+{{/* Names, labels and small shared fragments of the tcred chart. */}}
+
+{{- define "tcred.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Resource name prefix: <release>-tcred, or <release> when it already contains the chart name. */}}
+{{- define "tcred.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tcred.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "tcred.labels" -}}
+helm.sh/chart: {{ include "tcred.chart" . }}
+{{ include "tcred.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tcred
+{{- end }}
+
+{{/* Labels that select the operator pods (immutable in the Deployment selector). */}}
+{{- define "tcred.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tcred.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "tcred.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tcred.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tcred.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "tcred.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "tcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tcred.leaseName" -}}
+{{- default (include "tcred.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The operator's ServiceAccount as an RBAC subject. */}}
+{{- define "tcred.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "tcred.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* Fails rendering on value combinations the schema cannot express. */}}
+{{- define "tcred.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 requires leaderElection.enabled: replicas without a leader would all mint and write" }}
+{{- end }}
+{{- if and .Values.rbac.sourceSecrets (not .Values.watchNamespace) }}
+{{- fail "rbac.sourceSecrets only applies with watchNamespace (cluster-wide installs can read every Secret already)" }}
+{{- end }}
+{{- if ge (int .Values.leaderElection.leaseGraceSeconds) (int .Values.leaderElection.leaseDurationSeconds) }}
+{{- fail "leaderElection.leaseGraceSeconds must be less than leaderElection.leaseDurationSeconds" }}
+{{- end }}
+{{- end }}

@@ -84,9 +84,20 @@ conformance: venv ## Huawei's Python SDK against the simulator
 	$(CARGO) build --locked --bin tcred-huawei-sim
 	TCRED_SIM_BIN=$(CURDIR)/target/debug/tcred-huawei-sim $(PYTHON) -m pytest conformance -q
 
+.PHONY: manifests
+manifests: ## Render deploy/tcred.yaml (the chart with defaults, for kubectl users)
+	$(shell $(CLUSTER) build >/dev/null; $(CLUSTER) bin-dir helm)/helm template tcred charts/tcred \
+	  --namespace tcred-system --set crds.enabled=false > deploy/tcred.yaml
+
 .PHONY: chart-test
-chart-test: cluster-up ## helm lint, and install/upgrade/uninstall against the control plane
+chart-test: cluster-up manifests ## helm lint, install/upgrade/uninstall against the control plane, manifest drift
 	hack/chart-test.sh
+	@git diff --exit-code -- deploy || { echo "deploy/tcred.yaml drifted from the chart: run 'make manifests' and commit"; exit 1; }
+	@# the kubectl install path: the rendered manifest is accepted by the apiserver
+	$(K8S_BIN)/kubectl --kubeconfig target/cluster/kubeconfig create namespace tcred-system --dry-run=client -o yaml \
+	  | $(K8S_BIN)/kubectl --kubeconfig target/cluster/kubeconfig apply -f - >/dev/null
+	$(K8S_BIN)/kubectl --kubeconfig target/cluster/kubeconfig apply --dry-run=server -f deploy/tcred.yaml >/dev/null
+	@echo "deploy/tcred.yaml applies cleanly (server-side dry run)"
 
 .PHONY: image
 image: ## Build the container image with buildah

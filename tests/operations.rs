@@ -51,7 +51,7 @@ async fn only_the_leader_mints_and_a_standby_takes_over_without_minting_twice() 
     with_namespace("leader-election", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
-        let mut ops = vec![
+        let mut ops = [
             Operator::start_with("leader-election", elected(&ns, "op-1")).await,
             Operator::start_with("leader-election", elected(&ns, "op-2")).await,
         ];

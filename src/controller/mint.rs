@@ -124,6 +124,12 @@ pub async fn mint(
     let duration_seconds = auth
         .duration
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let assume = |agency_urn| AssumeRequest {
+        agency_urn,
+        session_name: &session,
+        duration_seconds,
+        policy: tc.spec.policy.as_deref(),
+    };
     match (&auth.mode, &auth.target) {
         (SourceMode::AccessKey(ak), Target::Agency { urn, .. }) => {
             let ns = source
@@ -131,13 +137,7 @@ pub async fn mint(
                 .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
             let key = read_access_key(ctx, &ns, &ak.secret_ref.name).await?;
             ctx.limiter.acquire(endpoints.sts.as_str()).await;
-            let req = AssumeRequest {
-                agency_urn: urn,
-                session_name: &session,
-                duration_seconds,
-                policy: tc.spec.policy.as_deref(),
-            };
-            Ok(sts::assume_agency(&ctx.http, &endpoints.sts, &key, &req).await?)
+            Ok(sts::assume_agency(&ctx.http, &endpoints.sts, &key, &assume(urn)).await?)
         }
         (SourceMode::WebIdentity(wi), Target::Agency { urn, .. }) => {
             let sa = tc.spec.service_account_name.as_deref().unwrap_or("default");
@@ -154,16 +154,14 @@ pub async fn mint(
             )
             .await?;
             ctx.limiter.acquire(endpoints.sts.as_str()).await;
-            let req = AssumeRequest {
-                agency_urn: urn,
-                session_name: &session,
-                duration_seconds,
-                policy: tc.spec.policy.as_deref(),
-            };
-            Ok(
-                sts::assume_agency_with_oidc(&ctx.http, &endpoints.sts, &wi.provider_urn, &token, &req)
-                    .await?,
+            Ok(sts::assume_agency_with_oidc(
+                &ctx.http,
+                &endpoints.sts,
+                &wi.provider_urn,
+                &token,
+                &assume(urn),
             )
+            .await?)
         }
         (SourceMode::IdentityCenter(ic), Target::PermissionSet { account_id, name }) => {
             let ns = source

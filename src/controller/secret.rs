@@ -228,10 +228,7 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        api::{SourceRef, TemporaryCredentialSpec},
-        controller::fixtures::{credential, tc},
-    };
+    use crate::controller::fixtures::{credential, tc};
 
     fn times() -> Times {
         Times {
@@ -380,25 +377,7 @@ mod tests {
 
     #[test]
     fn secret_name_defaults_to_the_credential_name() {
-        let mut t = TemporaryCredential::new(
-            "billing",
-            TemporaryCredentialSpec {
-                source_ref: SourceRef {
-                    kind: Default::default(),
-                    name: "corp".into(),
-                },
-                permission_set: None,
-                agency_urn: Some("iam::0123:agency:x".into()),
-                duration: None,
-                renew_before: None,
-                renew_before_percentage: None,
-                session_name: None,
-                policy: None,
-                service_account_name: None,
-                secret: Default::default(),
-                rollout_restart_targets: vec![],
-            },
-        );
+        let mut t = tc("billing");
         assert_eq!(secret_name(&t), "billing");
         t.spec.secret.name = Some("billing-creds".into());
         assert_eq!(secret_name(&t), "billing-creds");

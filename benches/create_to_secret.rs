@@ -4,8 +4,9 @@
 //!   cargo bench --bench create_to_secret                   # 100 credentials
 //!   TCRED_BENCH_N=10000 cargo bench --bench create_to_secret
 //!
-//! Prints p50/p90/p99/max and throughput, and writes target/bench/create_to_secret-<n>.json.
-//! A benchmark, not a test: it asserts nothing about timing.
+//! Prints p50/p90/p99/max and throughput, then restarts the operator and measures the resync
+//! (time until every credential was looked at again, mints — expected none —, memory), and writes
+//! target/bench/create_to_secret-<n>.json. A benchmark, not a test: it asserts nothing about timing.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -29,6 +30,18 @@ use support::*;
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -135,6 +148,42 @@ async fn main() {
         .unwrap_or("?")
         .to_owned();
 
+    let rss_after_create = rss_kib(op.pid());
+
+    // Restart: a new process resyncs every credential and must mint nothing.
+    let mut op = op;
+    op.stop();
+    let restarted = Instant::now();
+    let op = Operator::start_with(
+        "bench-create",
+        OperatorOptions {
+            namespace: Some(&ns),
+            rust_log: "warn",
+            extra: vec![format!("--concurrency={concurrency}")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let ready = restarted.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600 + n as u64 / 10);
+    let resynced = loop {
+        let m = op.metrics().await;
+        let done = m
+            .lines()
+            .find(|l| l.starts_with("tcred_reconcile_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if done >= n as f64 {
+            break restarted.elapsed();
+        }
+        assert!(Instant::now() < deadline, "resync did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mints_after_restart = sim.mints_total().await - mints;
+    let rss_after_resync = rss_kib(op.pid());
+
     let result = json!({
         "benchmark": "create_to_secret",
         "credentials": n,
@@ -150,6 +199,13 @@ async fn main() {
         "secretsPerSecond": n as f64 / total.as_secs_f64(),
         "simulatorMints": mints,
         "reconciles": reconciles,
+        "operatorRssKiB": rss_after_create,
+        "restart": {
+            "readySeconds": ready.as_secs_f64(),
+            "allReconciledSeconds": resynced.as_secs_f64(),
+            "mints": mints_after_restart,
+            "operatorRssKiB": rss_after_resync,
+        },
         "date": jiff::Timestamp::now().to_string(),
     });
     println!("{}", serde_json::to_string_pretty(&result).unwrap());

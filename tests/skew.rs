@@ -1,0 +1,149 @@
+//! Version skew: an older tcred meets a TemporaryCredential written for a newer CRD (here, a
+//! restart kind it does not know). The object is reported on its status and in an Event and
+//! skipped; every other credential keeps being served.
+//!
+//! The test widens the shared CRD for a moment, so it lives alone in this test binary (cargo
+//! runs test binaries one after another) and restores the CRD whatever happens.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::events::v1::Event,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON},
+};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+    core::{ApiResource, DynamicObject},
+};
+use serde_json::json;
+use support::*;
+use tcred::api::{TemporaryCredential, condition::reasons};
+
+async fn apply_crd(client: &kube::Client, crd: &CustomResourceDefinition) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply("tcred-tests").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .expect("apply CRD");
+    // Let the apiserver switch to the new schema.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
+    let client = admin().await;
+    let current = <TemporaryCredential as kube::CustomResourceExt>::crd();
+    let mut newer = current.clone();
+    let schema = newer.spec.versions[0]
+        .schema
+        .as_mut()
+        .unwrap()
+        .open_api_v3_schema
+        .as_mut()
+        .unwrap();
+    let kind = schema
+        .properties
+        .as_mut()
+        .unwrap()
+        .get_mut("spec")
+        .unwrap()
+        .properties
+        .as_mut()
+        .unwrap()
+        .get_mut("rolloutRestartTargets")
+        .unwrap()
+        .items
+        .as_mut()
+        .unwrap();
+    let k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(
+        item,
+    ) = kind
+    else {
+        panic!("rolloutRestartTargets items")
+    };
+    item.properties
+        .as_mut()
+        .unwrap()
+        .get_mut("kind")
+        .unwrap()
+        .enum_
+        .as_mut()
+        .unwrap()
+        .push(JSON(json!("Rollout")));
+    apply_crd(&client, &newer).await;
+
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(with_namespace(
+        "version-skew",
+        |client, ns| async move {
+            let sim = Simulator::start(&default_sim_config()).await;
+            access_key_source(&client, &ns, "corp", &sim).await;
+            let _op = Operator::start("version-skew", &ns).await;
+            apply(
+                &client,
+                agency_credential(
+                    &ns,
+                    "future",
+                    "corp",
+                    json!({"rolloutRestartTargets": [{"kind": "Rollout", "name": "web"}]}),
+                ),
+            )
+            .await;
+            apply(&client, agency_credential(&ns, "present", "corp", json!({}))).await;
+
+            wait_ready_reason(&client, &ns, "present", reasons::ISSUED, Duration::from_secs(30)).await;
+            let untyped = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                &ns,
+                &ApiResource::erase::<TemporaryCredential>(&()),
+            );
+            let message = wait_for(
+                Duration::from_secs(30),
+                "the unreadable credential is reported",
+                || async {
+                    let obj = untyped.get("future").await.ok()?;
+                    obj.data["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| {
+                            c["type"] == "Ready"
+                                && c["status"] == "False"
+                                && c["reason"] == reasons::INVALID_SPEC
+                        })
+                        .map(|c| c["message"].as_str().unwrap_or_default().to_owned())
+                },
+            )
+            .await;
+            assert!(
+                message.contains("cannot be read") && message.contains("Rollout"),
+                "{message}"
+            );
+            let events = Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap();
+            assert!(
+                events
+                    .items
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some(reasons::INVALID_SPEC)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("future"))
+            );
+            assert!(get_secret(&client, &ns, "future").await.is_none());
+            assert_eq!(sim.mints_total().await, 1, "only the readable credential minted");
+            // Remove it before the CRD narrows again.
+            untyped.delete("future", &Default::default()).await.unwrap();
+        },
+    )))
+    .await;
+    apply_crd(&client, &current).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

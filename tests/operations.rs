@@ -216,3 +216,103 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_not() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    with_namespace("rollout-restart", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        apply(
+            &client,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1",
+                                                 "envFrom": [{"secretRef": {"name": "billing"}}]}]},
+                    },
+                },
+            }),
+        )
+        .await;
+        let replica_sets = || async {
+            Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .len()
+        };
+        wait_for(
+            Duration::from_secs(30),
+            "the Deployment's first ReplicaSet",
+            || async { (replica_sets().await == 1).then_some(()) },
+        )
+        .await;
+        let op = Operator::start("rollout-restart", &ns).await;
+        apply(
+            &client,
+            agency_credential(
+                &ns,
+                "billing",
+                "corp",
+                json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]}),
+            ),
+        )
+        .await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+        let restarted_at = || async {
+            deployments
+                .get("web")
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap_or_default()
+                .get(annotations::RESTARTED_AT)
+                .cloned()
+        };
+        assert_eq!(restarted_at().await, None, "the first issue restarts nothing");
+
+        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "1"}}});
+        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
+        wait_for(
+            Duration::from_secs(30),
+            "the Deployment was restarted",
+            || async { restarted_at().await },
+        )
+        .await;
+        wait_for(
+            Duration::from_secs(30),
+            "a new ReplicaSet rolls the pods",
+            || async { (replica_sets().await == 2).then_some(()) },
+        )
+        .await;
+        let tc = api.get("billing").await.unwrap();
+        assert_eq!(tc.status.unwrap().restarted_rotation, Some(2));
+        let m = op.metrics().await;
+        assert_eq!(
+            sample(&m, &format!("tcred_rollout_restarts_total{{namespace=\"{ns}\"}}")),
+            Some(1.0),
+            "{m}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(replica_sets().await, 2, "one restart per rotation");
+    })
+    .await;
+}

@@ -140,7 +140,15 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
     with_namespace("metrics", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
-        let op = Operator::start("metrics", &ns).await;
+        let op = Operator::start_with(
+            "metrics",
+            OperatorOptions {
+                namespace: Some(&ns),
+                extra: vec!["--log-format=json".into()],
+                ..Default::default()
+            },
+        )
+        .await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
         let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
         let status = tc.status.unwrap();
@@ -201,6 +209,19 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
             "{m}"
         );
         assert_eq!(sample(&m, &format!("tcred_credential_ready{labels}")), Some(0.0));
+
+        // JSON logs on request: every line is an object; fields such as the object name are keys.
+        let logs = op.logs();
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let minted = lines
+            .iter()
+            .find(|l| l["message"] == "credential minted")
+            .expect("a mint log line");
+        assert_eq!(minted["object"], "billing");
+        assert_eq!(minted["level"], "INFO");
 
         // Deleting the credential removes its series.
         api.delete("billing", &DeleteParams::default()).await.unwrap();

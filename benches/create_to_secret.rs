@@ -107,10 +107,13 @@ async fn main() {
     for chunk in manifests.chunks(50) {
         let stamps = futures::stream::iter(chunk.iter().cloned())
             .map(|(name, m)| {
-                let client = client.clone();
+                let api = Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), &ns);
                 async move {
+                    let tc: tcred::api::TemporaryCredential = serde_json::from_value(m).expect("manifest");
                     let t = Instant::now();
-                    apply(&client, m).await;
+                    api.create(&kube::api::PostParams::default(), &tc)
+                        .await
+                        .expect("create");
                     (name, t)
                 }
             })

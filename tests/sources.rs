@@ -316,6 +316,16 @@ async fn refresh_tokens_keep_the_session_alive_past_the_access_token_lifetime() 
             "alice",
         )
         .await;
+        // The source notices the new session (the Secret's watch event) before the checks start.
+        wait_source(
+            &client,
+            &ns,
+            "corp",
+            types::READY,
+            "True",
+            Duration::from_secs(30),
+        )
+        .await;
         let first = get_secret(&client, &ns, "corp-session").await.unwrap();
         let first_refresh = secret_text(&first, "refreshToken");
 

@@ -162,7 +162,9 @@ pub async fn run(
         watcher(
             scoped::<DeserializeGuard<TemporaryCredential>>(&client, ns),
             watcher::Config::default(),
-        ),
+        )
+        // managedFields are never read here and are most of each cached object's size.
+        .modify(|tc| tc.managed_fields_mut().clear()),
     )
     .default_backoff()
     .applied_objects()

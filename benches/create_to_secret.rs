@@ -32,6 +32,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+async fn start_operator(ns: &str, concurrency: u16) -> Operator {
+    let options = OperatorOptions {
+        namespace: Some(ns),
+        rust_log: "warn",
+        extra: vec![format!("--concurrency={concurrency}")],
+        ..Default::default()
+    };
+    Operator::start_with("bench-create", options).await
+}
+
 /// Resident memory of a process, from /proc.
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
@@ -62,16 +72,7 @@ async fn main() {
     let ns = create_namespace(&client, "bench-create", &[]).await;
     let sim = Simulator::start(&default_sim_config()).await;
     access_key_source(&client, &ns, "corp", &sim).await;
-    let op = Operator::start_with(
-        "bench-create",
-        OperatorOptions {
-            namespace: Some(&ns),
-            rust_log: "warn",
-            extra: vec![format!("--concurrency={concurrency}")],
-            ..Default::default()
-        },
-    )
-    .await;
+    let op = start_operator(&ns, concurrency).await;
 
     // Record when each Secret first appears.
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -157,16 +158,7 @@ async fn main() {
     let mut op = op;
     op.stop();
     let restarted = Instant::now();
-    let op = Operator::start_with(
-        "bench-create",
-        OperatorOptions {
-            namespace: Some(&ns),
-            rust_log: "warn",
-            extra: vec![format!("--concurrency={concurrency}")],
-            ..Default::default()
-        },
-    )
-    .await;
+    let op = start_operator(&ns, concurrency).await;
     let ready = restarted.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600 + n as u64 / 10);
     let resynced = loop {

@@ -366,7 +366,7 @@ async fn one_misconfigured_credential_is_reported_and_the_others_keep_being_serv
 
         wait_ready_reason(&client, &ns, "good", reasons::ISSUED, Duration::from_secs(30)).await;
         let bad = wait_ready_reason(&client, &ns, "wrong-mode", reasons::INVALID_SPEC, Duration::from_secs(30)).await;
-        let msg = tcred::api::condition::find(&bad.status.unwrap().conditions, "Ready").unwrap().message.clone();
+        let msg = ready_message(&bad);
         assert!(msg.contains("set agencyUrn, not permissionSet"), "{msg}");
         wait_ready_reason(&client, &ns, "missing-source", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
         assert!(get_secret(&client, &ns, "wrong-mode").await.is_none());

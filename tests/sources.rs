@@ -156,10 +156,7 @@ async fn device_flow_login_writes_the_session_and_permission_sets_mint_through_t
             Duration::from_secs(30),
         )
         .await;
-        let msg = find(&bad.status.unwrap().conditions, types::READY)
-            .unwrap()
-            .message
-            .clone();
+        let msg = ready_message(&bad);
         assert!(
             msg.contains("AdminAccess") && msg.contains("ReadOnlyAccess"),
             "{msg}"
@@ -270,10 +267,7 @@ async fn an_ending_session_warns_then_expires_keeping_minted_credentials_and_log
             Duration::from_secs(30),
         )
         .await;
-        let msg = find(&failing.status.unwrap().conditions, types::READY)
-            .unwrap()
-            .message
-            .clone();
+        let msg = ready_message(&failing);
         assert!(msg.contains("tcred login --source corp"), "{msg}");
 
         let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
@@ -463,7 +457,7 @@ async fn web_identity_exchanges_real_service_account_tokens_and_the_trust_policy
 
         for (name, expect) in [("intruder", "system:serviceaccount"), ("wrong-aud", "aud")] {
             let tc = wait_ready_reason(&client, &ns, name, reasons::MINT_FAILED, Duration::from_secs(30)).await;
-            let c = find(&tc.status.unwrap().conditions, types::READY).unwrap().message.clone();
+            let c = ready_message(&tc);
             assert!(c.contains("auth") && c.contains("403"), "{name}: {c}");
             assert!(c.to_lowercase().contains(expect), "{name} should say why ({expect}): {c}");
             assert!(get_secret(&client, &ns, name).await.is_none(), "{name}: no Secret for a denied exchange");

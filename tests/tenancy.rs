@@ -18,22 +18,12 @@ use kube::{
 };
 use serde_json::json;
 use support::*;
-use tcred::api::{
-    TemporaryCredential,
-    condition::{find, reasons, types},
-};
+use tcred::api::{TemporaryCredential, condition::reasons};
 
 fn cluster_credential(ns: &str, name: &str, source: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut m = agency_credential(ns, name, source, extra);
     m["spec"]["sourceRef"]["kind"] = json!("ClusterCredentialSource");
     m
-}
-
-async fn ready_message(client: &kube::Client, ns: &str, name: &str) -> String {
-    let tc = get_tc(client, ns, name).await;
-    find(&tc.status.unwrap().conditions, types::READY)
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
 }
 
 async fn grant(client: &kube::Client, ns: &str, user: &str) {
@@ -112,7 +102,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
         // Not allowed.
         apply(&admin, cluster_credential(&outsider, "app", &source, json!({}))).await;
         wait_ready_reason(&admin, &outsider, "app", reasons::DENIED, Duration::from_secs(30)).await;
-        let msg = ready_message(&admin, &outsider, "app").await;
+        let msg = ready_message(&get_tc(&admin, &outsider, "app").await);
         assert!(msg.contains(&format!("namespace {outsider} is not allowed")), "{msg}");
 
         // Limits: too long, another agency, another account.
@@ -129,7 +119,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
             ("other-account", "account fedcba9876543210fedcba9876543210 is not allowed"),
         ] {
             wait_ready_reason(&admin, &by_name, name, reasons::DENIED, Duration::from_secs(30)).await;
-            let msg = ready_message(&admin, &by_name, name).await;
+            let msg = ready_message(&get_tc(&admin, &by_name, name).await);
             assert!(msg.contains(needle), "{name}: {msg}");
         }
 
@@ -142,7 +132,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
         wait_ready_reason(&admin, &by_label, "app", reasons::DENIED, Duration::from_secs(30)).await;
         // The credential already minted stays until its own expiry; nothing new is minted.
         assert!(get_secret(&admin, &by_label, "app").await.is_some());
-        let msg = ready_message(&admin, &by_label, "app").await;
+        let msg = ready_message(&get_tc(&admin, &by_label, "app").await);
         assert!(msg.contains("keeps the current credential"), "{msg}");
 
         // A namespaced source serves only its own namespace: a reference resolves in the

@@ -586,6 +586,14 @@ pub fn ready_of(tc: &tcred::api::TemporaryCredential) -> Option<(String, String)
     tcred::api::condition::find(&s.conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The message of a TemporaryCredential's Ready condition (empty when there is none).
+pub fn ready_message(tc: &tcred::api::TemporaryCredential) -> String {
+    let s = tc.status.as_ref();
+    s.and_then(|s| tcred::api::condition::find(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// Waits until the TemporaryCredential's Ready condition has `reason`.
 pub async fn wait_ready_reason(
     client: &Client,

@@ -399,22 +399,15 @@ fn web_identity_config(ns: &str) -> serde_json::Value {
 }
 
 async fn web_identity_source(client: &kube::Client, ns: &str, name: &str, audience: &str, sim: &Simulator) {
-    apply(
-        client,
-        json!({
-            "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "webIdentity": {
-                    "region": "ap-southeast-1",
-                    "providerUrn": format!("iam::{ACCOUNT}:oidcProvider:local-cluster"),
-                    "audience": audience,
-                },
-                "endpoints": {"sts": sim.url},
-            },
-        }),
-    )
-    .await;
+    let spec = json!({
+        "webIdentity": {
+            "region": "ap-southeast-1",
+            "providerUrn": format!("iam::{ACCOUNT}:oidcProvider:local-cluster"),
+            "audience": audience,
+        },
+        "endpoints": {"sts": sim.url},
+    });
+    credential_source(client, ns, name, spec).await;
 }
 
 #[tokio::test]

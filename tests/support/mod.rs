@@ -548,15 +548,21 @@ pub async fn access_key_source(client: &Client, ns: &str, name: &str, sim: &Simu
         &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)],
     )
     .await;
+    let spec = json!({
+        "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": format!("{name}-ak")}},
+        "endpoints": {"sts": sim.url},
+    });
+    credential_source(client, ns, name, spec).await;
+}
+
+/// Applies a CredentialSource `name` in `ns` with `spec`.
+pub async fn credential_source(client: &Client, ns: &str, name: &str, spec: Value) {
     apply(
         client,
         json!({
             "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
             "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": format!("{name}-ak")}},
-                "endpoints": {"sts": sim.url},
-            },
+            "spec": spec,
         }),
     )
     .await;
@@ -660,18 +666,11 @@ pub const START_URL: &str = "https://idcenter.example.com/d-1234567890/portal";
 /// An identityCenter CredentialSource `name` in `ns` whose session lives in Secret
 /// `<name>-session`, pointed at `sim`.
 pub async fn identity_center_source(client: &Client, ns: &str, name: &str, sim: &Simulator) {
-    apply(
-        client,
-        json!({
-            "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "identityCenter": {"region": "ap-southeast-1", "sessionSecretRef": {"name": format!("{name}-session")}},
-                "endpoints": {"oidc": sim.url, "portal": sim.url},
-            },
-        }),
-    )
-    .await;
+    let spec = json!({
+        "identityCenter": {"region": "ap-southeast-1", "sessionSecretRef": {"name": format!("{name}-session")}},
+        "endpoints": {"oidc": sim.url, "portal": sim.url},
+    });
+    credential_source(client, ns, name, spec).await;
 }
 
 /// Runs `tcred <args>` with the admin kubeconfig; returns (success, stdout + stderr).

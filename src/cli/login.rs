@@ -218,39 +218,49 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates or replaces the whole session Secret (every key from this login, nothing stale).
+/// Creates or replaces the whole session Secret (every key from this login, nothing stale). The
+/// replace is made at the version read; if the controller refreshed the old session meanwhile,
+/// the Secret is read again and replaced again: a new login is always newer than a refresh.
 async fn write_session(
     secrets: &Api<Secret>,
     name: &str,
-    existing: Option<Secret>,
+    mut existing: Option<Secret>,
     session: &Session,
     t: &Target,
 ) -> Result<(), Error> {
-    let mut labels_out = existing.as_ref().map(|s| s.labels().clone()).unwrap_or_default();
-    labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
-    labels_out.insert(session::labels::SOURCE_KIND.into(), t.kind.into());
-    labels_out.insert(session::labels::SOURCE_NAME.into(), t.name.clone());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(t.secret_namespace.clone()),
-            labels: Some(labels_out),
-            annotations: existing.as_ref().and_then(|s| s.metadata.annotations.clone()),
-            // replace at the version read: a concurrent refresh by the controller is not overwritten blindly
-            resource_version: existing.as_ref().and_then(|s| s.resource_version()),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(session.to_data()),
-        ..Default::default()
-    };
     let pp = PostParams {
         field_manager: Some("tcred-login".into()),
         ..Default::default()
     };
-    match existing {
-        Some(_) => secrets.replace(name, &pp, &secret).await?,
-        None => secrets.create(&pp, &secret).await?,
-    };
-    Ok(())
+    for _ in 0..5 {
+        let mut labels_out = existing.as_ref().map(|s| s.labels().clone()).unwrap_or_default();
+        labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        labels_out.insert(session::labels::SOURCE_KIND.into(), t.kind.into());
+        labels_out.insert(session::labels::SOURCE_NAME.into(), t.name.clone());
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(t.secret_namespace.clone()),
+                labels: Some(labels_out),
+                annotations: existing.as_ref().and_then(|s| s.metadata.annotations.clone()),
+                resource_version: existing.as_ref().and_then(|s| s.resource_version()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(session.to_data()),
+            ..Default::default()
+        };
+        let written = match &existing {
+            Some(_) => secrets.replace(name, &pp, &secret).await,
+            None => secrets.create(&pp, &secret).await,
+        };
+        match written {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => existing = secrets.get_opt(name).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Usage(format!(
+        "the session Secret {name} kept changing while writing it; run tcred login again"
+    )))
 }

@@ -250,6 +250,7 @@ done
 check "operator can watch secrets cluster-wide" can_i watch secrets -A
 check "operator can create ServiceAccount tokens" can_i create serviceaccounts --subresource=token -n default
 check "operator can patch deployments (rollout restarts)" can_i patch deployments.apps -n default
+check "operator can list statefulsets (restart targets by selector)" can_i list statefulsets.apps -n default
 check "operator can patch credential status" can_i patch temporarycredentials.tcred.dev --subresource=status -n default
 check "operator can update leases in $NS" can_i update leases.coordination.k8s.io -n "$NS"
 check "operator cannot touch leases elsewhere" cannot_i update leases.coordination.k8s.io -n default

@@ -6,10 +6,10 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::json;
 use support::*;
@@ -36,21 +36,6 @@ fn key_from(secret: &Secret) -> AccessKey {
             "HUAWEICLOUD_SDK_SECURITY_TOKEN",
         ))),
     }
-}
-
-async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
-fn has_event(events: &[Event], reason: &str) -> bool {
-    events.iter().any(|e| e.reason.as_deref() == Some(reason))
 }
 
 #[tokio::test]
@@ -323,6 +308,11 @@ async fn invalid_manifests_are_refused_by_kubectl_apply_with_a_readable_message(
                 "less than or equal to 90",
             ),
             (json!({"sourceRef": {"name": "corp"}, "agencyUrn": "not-a-urn"}), "spec.agencyUrn"),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY),
+                       "rolloutRestartTargets": [{"kind": "Deployment", "name": "web", "selector": {}}]}),
+                "set exactly one of name or selector",
+            ),
         ];
         for (spec, expected) in cases {
             let manifest = json!({

@@ -238,93 +238,212 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
     .await;
 }
 
+/// A Deployment labelled `team: <team>` whose container loads `secret` as environment variables.
+fn deployment(ns: &str, name: &str, team: &str, secret: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": {"team": team}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1",
+                                         "envFrom": [{"secretRef": {"name": secret}}]}]},
+            },
+        },
+    })
+}
+
+/// The `tcred.dev/restartedAt` stamp on a Deployment's pod template.
+async fn restart_stamp(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+        .spec?
+        .template
+        .metadata?
+        .annotations?
+        .get(annotations::RESTARTED_AT)
+        .cloned()
+}
+
+/// ReplicaSets of the Deployment `name` (kube-controller-manager makes one per pod template).
+async fn replica_sets_of(client: &kube::Client, ns: &str, name: &str) -> usize {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn rotate(client: &kube::Client, ns: &str, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {annotations::ROTATE: value}}});
+    Api::<TemporaryCredential>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what_is_still_owed() {
+    with_namespace("restart-selector", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        for (name, team) in [("web", "pay"), ("worker", "pay"), ("other", "ops")] {
+            apply(&client, deployment(&ns, name, team, "billing")).await;
+        }
+        for name in ["web", "worker", "other"] {
+            wait_for(Duration::from_secs(30), "a first ReplicaSet", || async {
+                (replica_sets_of(&client, &ns, name).await == 1).then_some(())
+            })
+            .await;
+        }
+        let op = Operator::start("restart-selector", &ns).await;
+        let by_selector = json!({"rolloutRestartTargets": [
+            {"kind": "Deployment", "selector": {"matchLabels": {"team": "pay"}}}]});
+        apply(&client, agency_credential(&ns, "billing", "corp", by_selector)).await;
+        // `batch` does not exist yet: its restart fails and stays owed
+        let by_name = json!({"rolloutRestartTargets": [
+            {"kind": "Deployment", "name": "batch"}, {"kind": "Deployment", "name": "web"}]});
+        apply(&client, agency_credential(&ns, "reports", "corp", by_name)).await;
+        for name in ["billing", "reports"] {
+            wait_ready_reason(&client, &ns, name, reasons::ISSUED, Duration::from_secs(30)).await;
+        }
+
+        rotate(&client, &ns, "reports", "1").await;
+        wait_ready_reason(&client, &ns, "reports", reasons::ROTATED, Duration::from_secs(30)).await;
+        wait_for(Duration::from_secs(30), "reports restarted web", || async {
+            restart_stamp(&client, &ns, "web").await
+        })
+        .await;
+        let failed = wait_for(
+            Duration::from_secs(30),
+            "a RolloutRestartFailed Event",
+            || async {
+                let events = events_for(&client, &ns, "reports").await;
+                has_event(&events, "RolloutRestartFailed").then_some(events)
+            },
+        )
+        .await;
+        let note = failed
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
+            .and_then(|e| e.note.clone())
+            .unwrap_or_default();
+        assert!(
+            note.contains("Deployment/batch") && note.contains("not found"),
+            "{note}"
+        );
+        let tc = get_tc(&client, &ns, "reports").await;
+        assert_eq!(
+            tc.status.unwrap().restarted_rotation,
+            Some(1),
+            "the restart is still owed"
+        );
+
+        // the retry finds web already restarted after the rotation: it is not restarted again
+        wait_for(
+            Duration::from_secs(60),
+            "a RolloutRestartCoalesced Event",
+            || async {
+                has_event(
+                    &events_for(&client, &ns, "reports").await,
+                    "RolloutRestartCoalesced",
+                )
+                .then_some(())
+            },
+        )
+        .await;
+        // a workload created after the rotation already reads the new Secret: nothing to restart
+        apply(&client, deployment(&ns, "batch", "batch", "reports")).await;
+        wait_for(Duration::from_secs(60), "the owed restart is settled", || async {
+            let s = get_tc(&client, &ns, "reports").await.status.unwrap();
+            (s.restarted_rotation == Some(s.rotations)).then_some(())
+        })
+        .await;
+        assert_eq!(
+            restart_stamp(&client, &ns, "batch").await,
+            None,
+            "batch started after the rotation"
+        );
+        assert_eq!(
+            replica_sets_of(&client, &ns, "web").await,
+            2,
+            "web restarted once for reports"
+        );
+
+        rotate(&client, &ns, "billing", "1").await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
+        for name in ["web", "worker"] {
+            wait_for(
+                Duration::from_secs(30),
+                "billing restarted the team: pay Deployments",
+                || async {
+                    let want = if name == "web" { 3 } else { 2 };
+                    (replica_sets_of(&client, &ns, name).await == want).then_some(())
+                },
+            )
+            .await;
+        }
+        assert_eq!(
+            restart_stamp(&client, &ns, "other").await,
+            None,
+            "other is not selected"
+        );
+        assert_eq!(replica_sets_of(&client, &ns, "other").await, 1);
+        let m = op.metrics().await;
+        assert_eq!(
+            sample(&m, &format!("tcred_rollout_restarts_total{{namespace=\"{ns}\"}}")),
+            Some(3.0),
+            "{m}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_not() {
-    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     with_namespace("rollout-restart", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
-        apply(
-            &client,
-            json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": ns},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "web"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "web"}},
-                        "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1",
-                                                 "envFrom": [{"secretRef": {"name": "billing"}}]}]},
-                    },
-                },
-            }),
-        )
-        .await;
-        let replica_sets = || async {
-            Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .len()
-        };
+        apply(&client, deployment(&ns, "web", "pay", "billing")).await;
         wait_for(
             Duration::from_secs(30),
             "the Deployment's first ReplicaSet",
-            || async { (replica_sets().await == 1).then_some(()) },
+            || async { (replica_sets_of(&client, &ns, "web").await == 1).then_some(()) },
         )
         .await;
         let op = Operator::start("rollout-restart", &ns).await;
-        apply(
-            &client,
-            agency_credential(
-                &ns,
-                "billing",
-                "corp",
-                json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]}),
-            ),
-        )
-        .await;
+        let targets = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]});
+        apply(&client, agency_credential(&ns, "billing", "corp", targets)).await;
         wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-        let restarted_at = || async {
-            deployments
-                .get("web")
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap_or_default()
-                .get(annotations::RESTARTED_AT)
-                .cloned()
-        };
-        assert_eq!(restarted_at().await, None, "the first issue restarts nothing");
+        assert_eq!(
+            restart_stamp(&client, &ns, "web").await,
+            None,
+            "the first issue restarts nothing"
+        );
 
-        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "1"}}});
-        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        rotate(&client, &ns, "billing", "1").await;
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
         wait_for(
             Duration::from_secs(30),
             "the Deployment was restarted",
-            || async { restarted_at().await },
+            || async { restart_stamp(&client, &ns, "web").await },
         )
         .await;
         wait_for(
             Duration::from_secs(30),
             "a new ReplicaSet rolls the pods",
-            || async { (replica_sets().await == 2).then_some(()) },
+            || async { (replica_sets_of(&client, &ns, "web").await == 2).then_some(()) },
         )
         .await;
-        let tc = api.get("billing").await.unwrap();
+        let tc = get_tc(&client, &ns, "billing").await;
         assert_eq!(tc.status.unwrap().restarted_rotation, Some(2));
         let m = op.metrics().await;
         assert_eq!(
@@ -333,7 +452,11 @@ async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_
             "{m}"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(replica_sets().await, 2, "one restart per rotation");
+        assert_eq!(
+            replica_sets_of(&client, &ns, "web").await,
+            2,
+            "one restart per rotation"
+        );
     })
     .await;
 }

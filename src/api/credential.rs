@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema, core::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -191,15 +191,26 @@ pub enum DeletionPolicy {
     Retain,
 }
 
-/// A workload to restart after a rotation.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Workloads to restart after a rotation: one by `name`, or every one of `kind` whose labels match
+/// `selector`. A workload whose pods were already restarted after the rotation (by tcred for
+/// another credential, or by `kubectl rollout restart`) is not restarted again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.name) != has(self.selector)")
+        .message("set exactly one of name or selector in a rolloutRestartTarget"),
+)]
 pub struct RolloutRestartTarget {
     /// Deployment, StatefulSet or DaemonSet.
     pub kind: RestartKind,
     /// Name of the workload in the TemporaryCredential's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub name: String,
+    pub name: Option<String>,
+    /// Label selector over the workloads of `kind` in the TemporaryCredential's namespace (an
+    /// empty selector matches all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
 }
 
 /// Kinds of workload tcred can restart.

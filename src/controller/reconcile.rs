@@ -222,9 +222,12 @@ impl Reconciler<'_> {
                 };
                 let mut next =
                     status::after_keep(&self.base(), ak.as_deref(), issued_at, expires_at, renewal);
-                self.owed_restarts(&mut next).await;
+                let owed = self.owed_restarts(&mut next).await;
                 self.write_status(&next).await?;
-                Ok(requeue_until(self.now, renewal.at))
+                Ok(requeue_until(
+                    self.now,
+                    retry_restarts(self.now, renewal.at, owed),
+                ))
             }
             Plan::Backoff { retry_at, .. } => {
                 let next = status::during_backoff(&self.base(), held_expiry);
@@ -340,9 +343,12 @@ impl Reconciler<'_> {
             object = %self.tc.name_any(), namespace = %ns, reason = %reason, access_key_id = %cred.access_key_id,
             expires_at = %secret::rfc3339(cred.expires_at), renewal_at = %secret::rfc3339(renewal.at), "credential minted"
         );
-        self.owed_restarts(&mut next).await;
+        let owed = self.owed_restarts(&mut next).await;
         self.write_status(&next).await?;
-        Ok(requeue_until(self.now, renewal.at))
+        Ok(requeue_until(
+            self.now,
+            retry_restarts(self.now, renewal.at, owed),
+        ))
     }
 
     /// Nothing can be minted: record why, keep whatever the Secret holds.
@@ -354,23 +360,27 @@ impl Reconciler<'_> {
     }
 
     /// Restarts owed for rotations that have not been followed by one yet (also after a crash or
-    /// a leader change between the Secret write and the restart).
-    async fn owed_restarts(&self, next: &mut TemporaryCredentialStatus) {
+    /// a leader change between the Secret write and the restart). True while some remain owed;
+    /// a workload already restarted after the rotation is not restarted again on the retry.
+    async fn owed_restarts(&self, next: &mut TemporaryCredentialStatus) -> bool {
         let targets = &self.tc.spec.rollout_restart_targets;
         let done = next.restarted_rotation.unwrap_or(0);
         if targets.is_empty() || next.rotations < 2 {
             next.restarted_rotation = Some(next.rotations);
-            return;
+            return false;
         }
         if done >= next.rotations {
-            return;
+            return false;
         }
-        if apply::restart_targets(self.ctx, self.tc, targets, self.now)
+        let rotated_at = next.last_rotation_time.as_ref().map_or(self.now, |t| t.0);
+        if apply::restart_targets(self.ctx, self.tc, targets, rotated_at, self.now)
             .await
             .is_empty()
         {
             next.restarted_rotation = Some(next.rotations);
+            return false;
         }
+        true
     }
 
     /// A Secret written under a former `spec.secret.name` is deleted once the new one exists.
@@ -426,6 +436,17 @@ fn action_of(reason: &str) -> &'static str {
         reasons::RENEWAL_FAILING | reasons::EXPIRED | reasons::MINT_FAILED => "Mint",
         reasons::DENIED => "Authorize",
         _ => "Reconcile",
+    }
+}
+
+/// How soon a restart that failed (a workload missing, forbidden, or changing under us) is tried
+/// again, unless the renewal comes first.
+const RESTART_RETRY: Duration = Duration::from_secs(20);
+
+fn retry_restarts(now: Timestamp, renewal: Timestamp, owed: bool) -> Timestamp {
+    match now.checked_add(RESTART_RETRY) {
+        Ok(retry) if owed => retry.min(renewal),
+        _ => renewal,
     }
 }
 

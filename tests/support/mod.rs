@@ -618,6 +618,22 @@ pub async fn wait_ready_reason(
     .await
 }
 
+/// The Events about the object named `name` in `ns`.
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+pub fn has_event(events: &[k8s_openapi::api::events::v1::Event], reason: &str) -> bool {
+    events.iter().any(|e| e.reason.as_deref() == Some(reason))
+}
+
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)

@@ -31,8 +31,9 @@
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# rolloutRestartTargets: restart workloads after a rotation (a pod template annotation).
+# rolloutRestartTargets: restart workloads after a rotation (a pod template annotation);
+# list finds the workloads a target's label selector names.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "patch"]
 {{- end }}

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub mints: Family<MintLabels, Counter>,
     pub mint_duration: Histogram,
     pub reconciles: Counter,
+    /// Reconciles that read their object from the API server because the cache had not caught
+    /// up with this controller's last status write.
+    pub stale_cache_reads: Counter,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
@@ -89,6 +92,12 @@ impl Metrics {
         );
         let reconciles = Counter::default();
         registry.register("reconcile", "TemporaryCredential reconciles", reconciles.clone());
+        let stale_cache_reads = Counter::default();
+        registry.register(
+            "stale_cache_reads",
+            "Reconciles that read their TemporaryCredential from the API server because the cache had not yet seen the last status write",
+            stale_cache_reads.clone(),
+        );
         let reconcile_duration =
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register_with_unit(
@@ -129,6 +138,7 @@ impl Metrics {
             mints,
             mint_duration,
             reconciles,
+            stale_cache_reads,
             reconcile_duration,
             reconcile_errors,
             rollout_restarts,

@@ -396,6 +396,64 @@ async fn the_rotate_annotation_forces_exactly_one_rotation() {
 }
 
 #[tokio::test]
+async fn rotating_many_credentials_at_once_mints_each_exactly_once() {
+    const N: usize = 40;
+    with_namespace("rotate-many", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("rotate-many", &ns).await;
+        for i in 0..N {
+            apply(
+                &client,
+                agency_credential(&ns, &format!("c{i}"), "corp", json!({})),
+            )
+            .await;
+        }
+        for i in 0..N {
+            wait_ready_reason(
+                &client,
+                &ns,
+                &format!("c{i}"),
+                reasons::ISSUED,
+                Duration::from_secs(60),
+            )
+            .await;
+        }
+        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        for round in 1..=3 {
+            let patch = json!({"metadata": {"annotations": {annotations::ROTATE: format!("round-{round}")}}});
+            for i in 0..N {
+                api.patch(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("annotate");
+            }
+            wait_for(Duration::from_secs(60), "every credential rotated", || async {
+                let list = api.list(&Default::default()).await.unwrap();
+                list.items
+                    .iter()
+                    .all(|tc| {
+                        tc.status.as_ref().and_then(|s| s.last_rotate_request.as_deref())
+                            == Some(&format!("round-{round}"))
+                    })
+                    .then_some(())
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let list = api.list(&Default::default()).await.unwrap();
+        for tc in &list.items {
+            assert_eq!(tc.status.as_ref().unwrap().rotations, 4, "{}", tc.name_any());
+        }
+        assert_eq!(
+            sim.mints_total().await,
+            4 * N as u64,
+            "one mint per credential per rotate request"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_secret_material_reaches_logs_events_or_status_even_at_trace_level() {
     with_namespace("no-leaks", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;

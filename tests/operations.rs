@@ -460,3 +460,62 @@ async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_restart_lost_to_a_crash_before_the_status_write_is_made_on_the_next_start() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    with_namespace("restart-after-crash", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        apply(&client, deployment(&ns, "web", "pay", "billing")).await;
+        let mut op = Operator::start("restart-after-crash", &ns).await;
+        let targets = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]});
+        apply(&client, agency_credential(&ns, "billing", "corp", targets)).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let issued = get_tc(&client, &ns, "billing").await.status.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rotate(&client, &ns, "billing", "1").await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
+        wait_for(Duration::from_secs(30), "the restart", || async {
+            restart_stamp(&client, &ns, "web").await
+        })
+        .await;
+        op.stop();
+        let mints = sim.mints_total().await;
+
+        // Leave what a crash between the Secret write and the status write leaves: the Secret
+        // holds the rotated credential, the status still describes the first issue, and the
+        // workload was not restarted.
+        let status = json!({"status": {
+            "rotations": 1, "restartedRotation": 1, "lastRotateRequest": "1",
+            "lastRotationTime": issued.last_rotation_time,
+        }});
+        Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
+            .patch_status("billing", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+        let unstamp =
+            json!({"spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: null}}}}});
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch("web", &PatchParams::default(), &Patch::Merge(&unstamp))
+            .await
+            .unwrap();
+        // (the unstamped template is the first one again: the Deployment goes back to its first
+        // ReplicaSet)
+
+        let _op = Operator::start("restart-after-crash", &ns).await;
+        wait_for(Duration::from_secs(30), "the owed restart", || async {
+            restart_stamp(&client, &ns, "web").await
+        })
+        .await;
+        let s = get_tc(&client, &ns, "billing").await.status.unwrap();
+        assert_eq!(s.rotations, 2, "the lost rotation is counted from the Secret");
+        assert_eq!(s.restarted_rotation, Some(2));
+        assert_eq!(sim.mints_total().await, mints, "nothing is minted again");
+        wait_for(Duration::from_secs(30), "the restart rolls the pods", || async {
+            (replica_sets_of(&client, &ns, "web").await == 3).then_some(())
+        })
+        .await;
+    })
+    .await;
+}

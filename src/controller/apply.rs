@@ -20,7 +20,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{context::Context, secret::rfc3339};
+use super::context::{Context, Written};
 use crate::{
     api::{RestartKind, RolloutRestartTarget, TemporaryCredential, TemporaryCredentialStatus, annotations},
     metrics::NamespaceLabels,
@@ -42,7 +42,8 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<Secret, kube
         .await
 }
 
-/// Writes `status` unless it equals what the object already has.
+/// Writes `status` unless it equals what the object already has, and records the write so the
+/// next reconcile does not trust a cache that has not seen it yet.
 pub async fn patch_status(
     ctx: &Context,
     tc: &TemporaryCredential,
@@ -57,10 +58,21 @@ pub async fn patch_status(
         "kind": TemporaryCredential::kind(&()),
         "status": status,
     });
-    Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&tc.name_any(), &apply_params(), &Patch::Apply(body))
-        .await
-        .map(|_| ())
+    let name = tc.name_any();
+    let written = Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(&name, &apply_params(), &Patch::Apply(body))
+        .await?;
+    if let (Some(uid), Some(resource_version)) = (written.uid(), written.resource_version()) {
+        ctx.status_writes.record(
+            &ns,
+            &name,
+            Written {
+                uid,
+                resource_version,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Publishes an Event about `obj`. Failing to record an Event never fails a reconcile.
@@ -103,6 +115,12 @@ fn truncate_note(mut note: String) -> String {
 
 /// The annotation `kubectl rollout restart` stamps on a pod template.
 const KUBECTL_RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The value of a restart stamp: milliseconds, so two restarts within one second still differ
+/// (an unchanged pod template would roll nothing).
+fn restart_stamp(now: Timestamp) -> String {
+    now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
 
 /// Whether a workload created at `created`, whose pod template carries these annotations, started
 /// its pods after a rotation made at `rotated_at` (created after it, or restarted after it by
@@ -291,7 +309,7 @@ async fn restart_one<K: Workload>(
         }
         let patch = json!({
             "metadata": {"resourceVersion": w.resource_version()},
-            "spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: rfc3339(now)}}}},
+            "spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: restart_stamp(now)}}}},
         });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -355,6 +373,20 @@ mod tests {
         assert!(!restarted_since(Some(&same_second), None, rotated));
         let exact: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
         assert!(restarted_since(Some(&same_second), None, exact));
+    }
+
+    #[test]
+    fn stamps_differ_within_a_second_and_read_back() {
+        let a: Timestamp = "2026-11-24T10:00:00.100Z".parse().unwrap();
+        let b: Timestamp = "2026-11-24T10:00:00.900Z".parse().unwrap();
+        assert_eq!(restart_stamp(a), "2026-11-24T10:00:00.100Z");
+        assert_ne!(restart_stamp(a), restart_stamp(b));
+        let stamped = stamped(annotations::RESTARTED_AT, &restart_stamp(b));
+        assert!(restarted_since(
+            Some(&stamped),
+            None,
+            "2026-11-24T09:59:59.5Z".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -74,6 +74,56 @@ pub struct Context {
     /// (source uid, account, permission set) → agency URN, so Identity Center mints do not list
     /// the user's assignments every time.
     pub agency_urns: Mutex<HashMap<AgencyKey, (String, Instant)>>,
+    /// The status writes the cache may not show yet (see [`StatusWrites`]).
+    pub status_writes: StatusWrites,
+}
+
+/// The last status this controller wrote to each TemporaryCredential, as the resourceVersion the
+/// write produced. A reconcile that follows a write closely (the write's own Secret event
+/// triggers one) may find the cache still holding the object from before the write; computing
+/// from that stale status would redo a rotation already made or write an old status back. Such a
+/// reconcile reads the object from the API server instead. An entry is consumed by the next
+/// reconcile of its object, so at most one small entry per object lives here.
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<(String, String), Written>>);
+
+/// One status write: the object's uid and the resourceVersion it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub uid: String,
+    pub resource_version: String,
+}
+
+impl StatusWrites {
+    /// Records a status write to `namespace/name`.
+    pub fn record(&self, namespace: &str, name: &str, written: Written) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((namespace.to_owned(), name.to_owned()), written);
+        }
+    }
+
+    /// Whether the cached object (`uid`, `resource_version`) may predate the last status write
+    /// to it. Consumes the record: the caller then reads the object from the API server.
+    pub fn cache_may_be_stale(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        match m.remove(&(namespace.to_owned(), name.to_owned())) {
+            Some(w) => Some(w.uid.as_str()) == uid && Some(w.resource_version.as_str()) != resource_version,
+            None => false,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or_default()
+    }
 }
 
 /// (source uid, account id, permission set name).
@@ -193,5 +243,38 @@ impl Context {
             .namespaces
             .get(&ObjectRef::new(namespace))
             .map(|n| n.labels().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(rv: &str) -> Written {
+        Written {
+            uid: "u1".into(),
+            resource_version: rv.into(),
+        }
+    }
+
+    #[test]
+    fn a_cache_behind_the_last_write_is_stale_once() {
+        let w = StatusWrites::default();
+        w.record("ns", "a", written("12"));
+        assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
+        // consumed: the reconcile read the object afresh
+        assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_cache_at_the_last_write_or_another_object_is_not_stale() {
+        let w = StatusWrites::default();
+        w.record("ns", "a", written("12"));
+        assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("12")));
+        w.record("ns", "a", written("12"));
+        // the object was deleted and created again under the same name
+        assert!(!w.cache_may_be_stale("ns", "a", Some("u2"), Some("3")));
+        assert!(!w.cache_may_be_stale("ns", "b", Some("u1"), Some("1")));
     }
 }

@@ -234,6 +234,7 @@ pub async fn run(
         stores,
         config,
         agency_urns: Default::default(),
+        status_writes: Default::default(),
     });
 
     // Ready once every cache has its first full listing.

@@ -47,6 +47,12 @@ pub async fn reconcile(
     if tc.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let fresh = match fresh_if_cache_is_behind(&ctx, tc).await? {
+        Freshness::Current => None,
+        Freshness::Read(fresh) => Some(*fresh),
+        Freshness::Gone => return Ok(Action::await_change()),
+    };
+    let tc = fresh.as_ref().unwrap_or(tc);
     Reconciler {
         ctx: &ctx,
         tc,
@@ -55,6 +61,39 @@ pub async fn reconcile(
     }
     .run()
     .await
+}
+
+/// Whether a reconcile can trust the cached object.
+enum Freshness {
+    /// The cache has seen the last status write (or there was none).
+    Current,
+    /// The cache may not have: the object as the API server has it.
+    Read(Box<TemporaryCredential>),
+    /// Deleted (or replaced by a new object of the same name) meanwhile.
+    Gone,
+}
+
+async fn fresh_if_cache_is_behind(ctx: &Context, tc: &TemporaryCredential) -> Result<Freshness, Error> {
+    let ns = tc.namespace().unwrap_or_default();
+    let name = tc.name_any();
+    let stale = ctx.status_writes.cache_may_be_stale(
+        &ns,
+        &name,
+        tc.uid().as_deref(),
+        tc.resource_version().as_deref(),
+    );
+    if !stale {
+        return Ok(Freshness::Current);
+    }
+    ctx.metrics.stale_cache_reads.inc();
+    let fresh = Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(Error::Kube)?;
+    Ok(match fresh {
+        Some(f) if f.uid() == tc.uid() => Freshness::Read(Box::new(f)),
+        _ => Freshness::Gone,
+    })
 }
 
 /// Requeue policy for reconcile errors (Kubernetes API failures): retry soon; the object's own
@@ -333,6 +372,7 @@ impl Reconciler<'_> {
             &self.base(),
             &Minted {
                 access_key_id: &cred.access_key_id,
+                issued_at: started,
                 expires_at: cred.expires_at,
                 renewal,
                 shortened_from,

@@ -54,6 +54,8 @@ impl Base<'_> {
 #[derive(Clone, Debug)]
 pub struct Minted<'a> {
     pub access_key_id: &'a str,
+    /// When the mint started: the Secret's `tcred.dev/issued-at`, and the rotation time.
+    pub issued_at: Timestamp,
     pub expires_at: Timestamp,
     pub renewal: Renewal,
     /// Requested lifetime when Huawei issued noticeably less (STS sources).
@@ -66,7 +68,7 @@ pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus 
     s.access_key_id = Some(m.access_key_id.to_owned());
     s.expires_at = Some(Time(m.expires_at));
     s.renewal_time = Some(Time(m.renewal.at));
-    s.last_rotation_time = Some(Time(base.now));
+    s.last_rotation_time = Some(Time(m.issued_at));
     s.rotations = base.prev.rotations + 1;
     s.failed_attempts = 0;
     s.last_failure_time = None;
@@ -140,12 +142,29 @@ pub fn after_keep(
     s.access_key_id = access_key_id.map(str::to_owned).or(s.access_key_id);
     s.expires_at = Some(Time(expires_at));
     s.renewal_time = Some(Time(renewal.at));
-    s.last_rotation_time = s.last_rotation_time.or(Some(Time(issued_at)));
+    let mut missed_rotation = false;
+    match s.last_rotation_time.as_ref().map(|t| t.0) {
+        // The Secret holds a credential minted after the last rotation the status knows: the
+        // controller stopped between the Secret write and the status write. Count that rotation,
+        // so the restarts it owes are made.
+        Some(last) if issued_at > last => {
+            s.rotations += 1;
+            s.last_rotation_time = Some(Time(issued_at));
+            missed_rotation = s.rotations > 1;
+        }
+        Some(_) => {}
+        // A status rebuilt from the Secret (the object restored, or its status lost).
+        None => {
+            s.rotations = s.rotations.max(1);
+            s.last_rotation_time = Some(Time(issued_at));
+        }
+    }
     s.failed_attempts = 0;
     s.last_failure_time = None;
     s.last_failure_source_version = None;
     // Keep the Issued/Rotated reason a mint set; a status rebuilt from the Secret says Issued.
     let reason = match find(&s.conditions, types::READY) {
+        _ if missed_rotation => reasons::ROTATED,
         Some(c) if c.status == "True" => {
             if c.reason == reasons::ROTATED {
                 reasons::ROTATED
@@ -310,6 +329,7 @@ mod tests {
             &base(now, prev),
             &Minted {
                 access_key_id: "AK1",
+                issued_at: t(now),
                 expires_at: t(now + 3600),
                 renewal: Renewal {
                     at: t(now + 2400),
@@ -398,6 +418,7 @@ mod tests {
             &base(0, &Default::default()),
             &Minted {
                 access_key_id: "AK1",
+                issued_at: t(0),
                 expires_at: t(30),
                 renewal: Renewal {
                     at: t(20),
@@ -442,6 +463,38 @@ mod tests {
             "an unchanged world yields an unchanged status, so no write"
         );
         assert_eq!(ready(&k1), ("True", reasons::ISSUED));
+    }
+
+    fn keep(prev: &TemporaryCredentialStatus, now: i64, issued_at: i64) -> TemporaryCredentialStatus {
+        after_keep(
+            &base(now, prev),
+            Some("AK2"),
+            t(issued_at),
+            t(issued_at + 3600),
+            Renewal {
+                at: t(issued_at + 2400),
+                clamped: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_rotation_whose_status_write_was_lost_is_counted_from_the_secret() {
+        let s1 = minted(&Default::default(), 0);
+        // the controller rotated at 2400, wrote the Secret and stopped before writing the status
+        let k = keep(&s1, 2500, 2400);
+        assert_eq!(k.rotations, 2);
+        assert_eq!(k.last_rotation_time, Some(Time(t(2400))));
+        assert_eq!(ready(&k), ("True", reasons::ROTATED));
+        assert_eq!(keep(&k, 2600, 2400), k, "counted once");
+    }
+
+    #[test]
+    fn a_status_rebuilt_from_the_secret_counts_one_issue() {
+        let k = keep(&Default::default(), 100, 0);
+        assert_eq!(k.rotations, 1);
+        assert_eq!(k.last_rotation_time, Some(Time(t(0))));
+        assert_eq!(ready(&k), ("True", reasons::ISSUED));
     }
 
     #[test]

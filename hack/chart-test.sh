@@ -77,8 +77,9 @@ cleanup() {
   "$HELM" uninstall "$REL" -n "$NS" >/dev/null 2>&1
   "$HELM" uninstall "$REL_SCOPED" -n "$NS_SCOPED" >/dev/null 2>&1
   # cluster-scoped leftovers of a run that stopped half-way (never the tcred CRDs)
-  k delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance in ($REL,$REL_SCOPED)" \
-    --ignore-not-found >/dev/null 2>&1
+  k delete clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding \
+    -l "app.kubernetes.io/instance in ($REL,$REL_SCOPED)" --ignore-not-found >/dev/null 2>&1
+  k delete clustercredentialsource "$REL-nobody" --ignore-not-found >/dev/null 2>&1
   k delete namespace "$NS" "$NS_SCOPED" "$NS_WATCHED" "$NS_SOURCES" --ignore-not-found --wait=false >/dev/null 2>&1
   rm -rf "$WORK"
   exit "$rc"
@@ -260,6 +261,30 @@ eventually 30 "aggregated: the default 'edit' role manages TemporaryCredentials"
   "'$KUBECTL' get clusterrole edit -o json | grep -q '\"temporarycredentials\"'"
 eventually 30 "aggregated: the default 'view' role reads ClusterCredentialSources" bash -c \
   "'$KUBECTL' get clusterrole view -o json | grep -q '\"clustercredentialsources\"'"
+check "ValidatingAdmissionPolicy and its binding installed" bash -c \
+  "[[ \$('$KUBECTL' get validatingadmissionpolicy,validatingadmissionpolicybinding -l app.kubernetes.io/instance=$REL -o name | wc -l) -eq 2 ]]"
+# A ClusterCredentialSource that allows no namespace: a credential naming it is refused by the
+# API server itself (server-side dry run: admission runs, nothing is stored).
+k apply -f - >/dev/null <<EOF2
+apiVersion: tcred.dev/v1alpha1
+kind: ClusterCredentialSource
+metadata: {name: $REL-nobody}
+spec: {accessKey: {region: ap-southeast-1, secretRef: {name: none, namespace: $NS}}}
+EOF2
+refused_at_admission() {
+  local out
+  out=$(k apply --dry-run=server -f - 2>&1 <<EOF2
+apiVersion: tcred.dev/v1alpha1
+kind: TemporaryCredential
+metadata: {name: refused, namespace: $NS}
+spec:
+  sourceRef: {kind: ClusterCredentialSource, name: $REL-nobody}
+  agencyUrn: "iam::0123456789:agency:ops"
+EOF2
+  ) && { echo "accepted: $out"; return 1; }
+  [[ $out == *"namespace $NS is not allowed to use ClusterCredentialSource $REL-nobody"* ]] || { echo "$out"; return 1; }
+}
+eventually 30 "a credential the ClusterCredentialSource does not allow is refused at admission" refused_at_admission
 
 # --- 5. upgrade ----------------------------------------------------------------------------------
 
@@ -287,6 +312,8 @@ check "ClusterRole and ClusterRoleBinding gone" gone "clusterrole/$REL"
 check "ClusterRoleBinding gone" gone "clusterrolebinding/$REL"
 check "aggregated ClusterRoles gone" gone "clusterrole/$REL-edit"
 check "leader election Role gone" gone "role/$REL-leader-election" -n "$NS"
+check "ValidatingAdmissionPolicy gone" bash -c \
+  "[[ -z \$('$KUBECTL' get validatingadmissionpolicy,validatingadmissionpolicybinding -l app.kubernetes.io/instance=$REL -o name) ]]"
 check "CRDs remain" k get crd temporarycredentials.tcred.dev credentialsources.tcred.dev clustercredentialsources.tcred.dev
 
 # --- 7. namespace-scoped install -----------------------------------------------------------------

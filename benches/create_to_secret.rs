@@ -145,12 +145,16 @@ async fn main() {
     latencies.sort();
     let mints = sim.mints_total().await;
     let metrics = op.metrics().await;
-    let reconciles = metrics
-        .lines()
-        .find(|l| l.starts_with("tcred_reconcile_total "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?")
-        .to_owned();
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let reconciles = counter("tcred_reconcile_total");
+    let stale_cache_reads = counter("tcred_stale_cache_reads_total");
 
     let rss_after_create = rss_kib(op.pid());
 
@@ -194,6 +198,7 @@ async fn main() {
         "secretsPerSecond": n as f64 / total.as_secs_f64(),
         "simulatorMints": mints,
         "reconciles": reconciles,
+        "staleCacheReads": stale_cache_reads,
         "operatorRssKiB": rss_after_create,
         "restart": {
             "readySeconds": ready.as_secs_f64(),

@@ -9,6 +9,7 @@ pub(crate) mod fixtures;
 pub mod mint;
 pub mod plan;
 pub mod reconcile;
+pub mod restart;
 pub mod secret;
 pub mod sources;
 pub mod status;

@@ -21,6 +21,7 @@ use super::{
     context::Context,
     mint,
     plan::{MintReason, Plan, PlanInput, plan},
+    restart,
     secret::{self, Observed, Times},
     status::{self, Base, Minted},
 };
@@ -413,7 +414,7 @@ impl Reconciler<'_> {
             return false;
         }
         let rotated_at = next.last_rotation_time.as_ref().map_or(self.now, |t| t.0);
-        if apply::restart_targets(self.ctx, self.tc, targets, rotated_at, self.now)
+        if restart::restart_targets(self.ctx, self.tc, targets, rotated_at, self.now)
             .await
             .is_empty()
         {

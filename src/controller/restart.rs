@@ -1,0 +1,311 @@
+//! Rollout restarts after a rotation, for consumers that read the credential once at start-up:
+//! the targets a TemporaryCredential names or selects get their pod template stamped, as
+//! `kubectl rollout restart` does, unless their pods already started after the rotation.
+
+use std::{collections::BTreeMap, fmt::Debug};
+
+use jiff::{RoundMode, Timestamp, TimestampRound, Unit};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::apps::v1::{DaemonSet, Deployment, StatefulSet},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    core::Selector,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{apply::publish, context::Context};
+use crate::{
+    api::{RestartKind, RolloutRestartTarget, TemporaryCredential, annotations},
+    metrics::NamespaceLabels,
+};
+
+/// The annotation `kubectl rollout restart` stamps on a pod template.
+const KUBECTL_RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The value of a restart stamp: milliseconds, so two restarts within one second still differ
+/// (an unchanged pod template would roll nothing).
+fn restart_stamp(now: Timestamp) -> String {
+    now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Whether a workload created at `created`, whose pod template carries these annotations, started
+/// its pods after a rotation made at `rotated_at` (created after it, or restarted after it by
+/// tcred or `kubectl rollout restart`): its pods then already read the new Secret, and restarting
+/// them again only churns. The rotation time is rounded up to the next second, because status
+/// times and the stamps have second precision: an ambiguous case restarts rather than skips.
+pub fn restarted_since(
+    annotations: Option<&BTreeMap<String, String>>,
+    created: Option<Timestamp>,
+    rotated_at: Timestamp,
+) -> bool {
+    let Ok(after) = rotated_at.round(TimestampRound::new().smallest(Unit::Second).mode(RoundMode::Ceil))
+    else {
+        return false;
+    };
+    let stamps = [annotations::RESTARTED_AT, KUBECTL_RESTARTED_AT]
+        .iter()
+        .filter_map(|key| annotations?.get(*key))
+        .filter_map(|v| v.parse::<Timestamp>().ok());
+    created.into_iter().chain(stamps).any(|t| t >= after)
+}
+
+/// Workloads with a pod template, which tcred restarts by stamping the template.
+trait Workload:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug
+{
+    fn template_annotations(&self) -> Option<&BTreeMap<String, String>>;
+}
+
+macro_rules! workload {
+    ($($kind:ty),*) => {$(
+        impl Workload for $kind {
+            fn template_annotations(&self) -> Option<&BTreeMap<String, String>> {
+                self.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
+            }
+        }
+    )*};
+}
+workload!(Deployment, StatefulSet, DaemonSet);
+
+/// What became of one workload named or selected by a restart target.
+#[derive(Debug, PartialEq)]
+enum Restart {
+    Restarted,
+    AlreadyRestarted,
+}
+
+/// Restarts the workloads of each target by stamping their pod template, as `kubectl rollout
+/// restart` does (with tcred's own annotation), unless they were already restarted after the
+/// rotation made at `rotated_at`. Returns what could not be restarted, with the reason.
+pub async fn restart_targets(
+    ctx: &Context,
+    tc: &TemporaryCredential,
+    targets: &[RolloutRestartTarget],
+    rotated_at: Timestamp,
+    now: Timestamp,
+) -> Vec<(String, String)> {
+    let ns = tc.namespace().unwrap_or_default();
+    let mut failed = Vec::new();
+    for t in targets {
+        let c = ctx.client.clone();
+        let outcomes = match t.kind {
+            RestartKind::Deployment => {
+                restart_target(Api::<Deployment>::namespaced(c, &ns), t, rotated_at, now).await
+            }
+            RestartKind::StatefulSet => {
+                restart_target(Api::<StatefulSet>::namespaced(c, &ns), t, rotated_at, now).await
+            }
+            RestartKind::DaemonSet => {
+                restart_target(Api::<DaemonSet>::namespaced(c, &ns), t, rotated_at, now).await
+            }
+        };
+        if outcomes.is_empty() {
+            publish(
+                ctx,
+                tc,
+                true,
+                "RolloutRestartNoMatch",
+                "RolloutRestart",
+                format!(
+                    "no {:?} in {ns} matches the rolloutRestartTarget selector",
+                    t.kind
+                ),
+            )
+            .await;
+        }
+        for (what, outcome) in outcomes {
+            match outcome {
+                Ok(Restart::Restarted) => {
+                    ctx.metrics
+                        .rollout_restarts
+                        .get_or_create(&NamespaceLabels {
+                            namespace: ns.clone(),
+                        })
+                        .inc();
+                    publish(
+                        ctx,
+                        tc,
+                        false,
+                        "RolloutRestartTriggered",
+                        "RolloutRestart",
+                        format!("restarted {what} after the credential rotated"),
+                    )
+                    .await;
+                }
+                Ok(Restart::AlreadyRestarted) => {
+                    publish(
+                        ctx,
+                        tc,
+                        false,
+                        "RolloutRestartCoalesced",
+                        "RolloutRestart",
+                        format!("{what} started its pods after the credential rotated (created or restarted since); not restarting it again"),
+                    )
+                    .await;
+                }
+                Err(detail) => {
+                    publish(
+                        ctx,
+                        tc,
+                        true,
+                        "RolloutRestartFailed",
+                        "RolloutRestart",
+                        format!("could not restart {what}: {detail}"),
+                    )
+                    .await;
+                    failed.push((what, detail));
+                }
+            }
+        }
+    }
+    failed
+}
+
+/// The workloads one target names or selects, each with its outcome. Empty when a selector
+/// matches nothing.
+async fn restart_target<K: Workload>(
+    api: Api<K>,
+    t: &RolloutRestartTarget,
+    rotated_at: Timestamp,
+    now: Timestamp,
+) -> Vec<(String, Result<Restart, String>)> {
+    let kind = format!("{:?}", t.kind);
+    let found = match (&t.name, &t.selector) {
+        (Some(name), _) => match api.get_opt(name).await {
+            Ok(Some(w)) => Ok(vec![w]),
+            Ok(None) => Err((format!("{kind}/{name}"), "not found".to_string())),
+            Err(e) => Err((format!("{kind}/{name}"), api_message(e))),
+        },
+        (None, Some(selector)) => match Selector::try_from(selector.clone()) {
+            Ok(sel) => api
+                .list(&ListParams::default().labels_from(&sel))
+                .await
+                .map(|l| l.items)
+                .map_err(|e| (format!("{kind} selected by {sel}"), api_message(e))),
+            Err(e) => Err((format!("{kind} selector"), format!("invalid selector: {e}"))),
+        },
+        (None, None) => Err((kind.clone(), "neither name nor selector is set".into())),
+    };
+    let workloads = match found {
+        Ok(w) => w,
+        Err((what, detail)) => return vec![(what, Err(detail))],
+    };
+    let mut outcomes = Vec::with_capacity(workloads.len());
+    for w in workloads {
+        let what = format!("{kind}/{}", w.name_any());
+        outcomes.push((what, restart_one(&api, w, rotated_at, now).await));
+    }
+    outcomes
+}
+
+/// Stamps one workload's pod template, conditional on the version read: when another writer
+/// (tcred restarting it for another credential, or a person) changed it meanwhile, it is read
+/// again and the decision made again.
+async fn restart_one<K: Workload>(
+    api: &Api<K>,
+    mut w: K,
+    rotated_at: Timestamp,
+    now: Timestamp,
+) -> Result<Restart, String> {
+    let name = w.name_any();
+    for _ in 0..3 {
+        let created = w.meta().creation_timestamp.as_ref().map(|t| t.0);
+        if restarted_since(w.template_annotations(), created, rotated_at) {
+            return Ok(Restart::AlreadyRestarted);
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": w.resource_version()},
+            "spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: restart_stamp(now)}}}},
+        });
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(Restart::Restarted),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                w = match api.get_opt(&name).await {
+                    Ok(Some(w)) => w,
+                    Ok(None) => return Err("deleted while restarting it".into()),
+                    Err(e) => return Err(api_message(e)),
+                };
+            }
+            Err(e) => return Err(api_message(e)),
+        }
+    }
+    Err("it kept changing while restarting it; retrying after the next change".into())
+}
+
+/// The API server's own message for an API error, else the error.
+fn api_message(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped(key: &str, value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(key.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn a_restart_after_the_rotation_counts_for_it() {
+        let rotated: Timestamp = "2026-11-24T10:00:00.4Z".parse().unwrap();
+        let later = stamped(annotations::RESTARTED_AT, "2026-11-24T10:00:05Z");
+        assert!(restarted_since(Some(&later), None, rotated));
+        let by_kubectl = stamped(KUBECTL_RESTARTED_AT, "2026-11-24T10:00:01+00:00");
+        assert!(restarted_since(Some(&by_kubectl), None, rotated));
+    }
+
+    #[test]
+    fn a_workload_created_after_the_rotation_already_reads_it() {
+        let rotated: Timestamp = "2026-11-24T10:00:00.4Z".parse().unwrap();
+        let created: Timestamp = "2026-11-24T10:00:01Z".parse().unwrap();
+        assert!(restarted_since(None, Some(created), rotated));
+        let old: Timestamp = "2026-11-24T09:00:00Z".parse().unwrap();
+        assert!(!restarted_since(None, Some(old), rotated));
+    }
+
+    #[test]
+    fn a_restart_before_or_maybe_before_the_rotation_does_not() {
+        let rotated: Timestamp = "2026-11-24T10:00:00.4Z".parse().unwrap();
+        let before = stamped(annotations::RESTARTED_AT, "2026-11-24T09:59:59Z");
+        assert!(!restarted_since(Some(&before), None, rotated));
+        // the same second: the stamp may have been written before the Secret was
+        let same_second = stamped(annotations::RESTARTED_AT, "2026-11-24T10:00:00Z");
+        assert!(!restarted_since(Some(&same_second), None, rotated));
+        let exact: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        assert!(restarted_since(Some(&same_second), None, exact));
+    }
+
+    #[test]
+    fn stamps_differ_within_a_second_and_read_back() {
+        let a: Timestamp = "2026-11-24T10:00:00.100Z".parse().unwrap();
+        let b: Timestamp = "2026-11-24T10:00:00.900Z".parse().unwrap();
+        assert_eq!(restart_stamp(a), "2026-11-24T10:00:00.100Z");
+        assert_ne!(restart_stamp(a), restart_stamp(b));
+        let stamped = stamped(annotations::RESTARTED_AT, &restart_stamp(b));
+        assert!(restarted_since(
+            Some(&stamped),
+            None,
+            "2026-11-24T09:59:59.5Z".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn no_or_unreadable_stamps_mean_restart() {
+        let rotated: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        assert!(!restarted_since(None, None, rotated));
+        let garbage = stamped(annotations::RESTARTED_AT, "yesterday");
+        assert!(!restarted_since(Some(&garbage), None, rotated));
+        let other = stamped("example.com/restartedAt", "2030-01-01T00:00:00Z");
+        assert!(!restarted_since(Some(&other), None, rotated));
+    }
+}

@@ -144,10 +144,18 @@ async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_as
             seen.len()
         );
 
-        let tc = get_tc(&client, &ns, "billing").await;
-        let rotations = tc.status.unwrap().rotations;
-        let mints = sim.mints(&agency_urn(AGENCY)).await;
-        assert_eq!(mints as i64, rotations, "one simulator mint per rotation");
+        // A rotation may be in flight right now (minted, status not yet written): compare once
+        // the two agree; a mint without its rotation would never agree.
+        wait_for(
+            Duration::from_secs(10),
+            "one simulator mint per rotation",
+            || async {
+                let rotations = get_tc(&client, &ns, "billing").await.status.unwrap().rotations;
+                let mints = sim.mints(&agency_urn(AGENCY)).await;
+                (mints as i64 == rotations).then_some(())
+            },
+        )
+        .await;
         assert!(has_event(
             &events_for(&client, &ns, "billing").await,
             reasons::ROTATED

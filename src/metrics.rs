@@ -69,6 +69,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
     pub leader: Gauge,
+    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), last observed.
+    pub huawei_clock_skew: Gauge,
     caches: Arc<CacheCollector>,
 }
 
@@ -118,6 +120,13 @@ impl Metrics {
             "Workloads restarted after a rotation",
             rollout_restarts.clone(),
         );
+        let huawei_clock_skew = Gauge::default();
+        registry.register_with_unit(
+            "huawei_clock_skew",
+            "How far Huawei Cloud's clock (the Date of its responses) runs ahead of this host's; negative when behind",
+            Unit::Seconds,
+            huawei_clock_skew.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -143,6 +152,7 @@ impl Metrics {
             reconcile_errors,
             rollout_restarts,
             leader,
+            huawei_clock_skew,
             caches,
         }
     }

@@ -5,15 +5,18 @@
 //! controller's own `authorize`, and the two agree. Later edits are checked only when the spec
 //! changes.
 //!
-//! The policy is applied from the chart's file with a binding scoped to this test's namespaces and
-//! sources, so no other test's credentials are affected.
+//! The policy is applied from the chart's file (under this run's name) with a binding scoped to
+//! this test's namespaces and sources, so no other test's credentials are affected.
 
 mod support;
 
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, time::Duration};
 
 use futures::FutureExt;
-use k8s_openapi::api::{admissionregistration::v1::ValidatingAdmissionPolicyBinding, core::v1::Namespace};
+use k8s_openapi::api::{
+    admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+    core::v1::Namespace,
+};
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -102,10 +105,11 @@ async fn admission_refuses_exactly_what_the_controller_denies() {
     let other = create_namespace(&client, "admission-other", &scope).await;
     let (sts, ic) = (format!("{run}-sts"), format!("{run}-ic"));
     let binding = format!("{run}-binding");
+    let policy_name = format!("{run}-policy");
 
     let outcome = AssertUnwindSafe(async {
-        let policy = shipped_policy();
-        let policy_name = policy["metadata"]["name"].as_str().expect("name").to_owned();
+        let mut policy = shipped_policy();
+        policy["metadata"]["name"] = json!(policy_name);
         apply(&client, policy).await;
         apply(
             &client,
@@ -257,6 +261,9 @@ async fn admission_refuses_exactly_what_the_controller_denies() {
 
     let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
         .delete(&binding, &DeleteParams::default())
+        .await;
+    let _ = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .delete(&policy_name, &DeleteParams::default())
         .await;
     for name in [&sts, &ic] {
         let _ = Api::<ClusterCredentialSource>::all(client.clone())

@@ -165,6 +165,61 @@ async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_as
 }
 
 #[tokio::test]
+async fn a_huawei_clock_running_ahead_moves_expiry_earlier_and_a_large_one_is_named_on_failure() {
+    with_namespace("clock-skew", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_faults(json!({"clockOffsetSeconds": 120})).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let op = Operator::start("clock-skew", &ns).await;
+        apply(
+            &client,
+            agency_credential(&ns, "billing", "corp", json!({"duration": "1h"})),
+        )
+        .await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+
+        // Huawei said "1 h from my now", and its now is 2 minutes ahead of the cluster's: in
+        // cluster time the credential lives 1 h, not 1 h 2 min.
+        let secret = get_secret(&client, &ns, "billing").await.expect("Secret");
+        let at = |key: &str| secret.annotations()[key].parse::<jiff::Timestamp>().expect(key);
+        let lifetime = at(annotations::EXPIRES_AT).as_second() - at(annotations::ISSUED_AT).as_second();
+        assert!(
+            (3595..=3605).contains(&lifetime),
+            "lifetime in cluster time: {lifetime}s"
+        );
+        let tc = get_tc(&client, &ns, "billing").await;
+        assert!(
+            tcred::api::condition::find(&tc.status.unwrap().conditions, "DurationAdjusted").is_none(),
+            "a clock difference is not a shortened lifetime"
+        );
+        let skew = sample(&op.metrics().await, "tcred_huawei_clock_skew_seconds").expect("skew metric");
+        assert!((118.0..=121.0).contains(&skew), "skew {skew}");
+
+        // 20 minutes: outside Huawei's 15-minute signing window; the failure says why.
+        sim.set_faults(json!({"clockOffsetSeconds": 1200})).await;
+        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "now"}}});
+        Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
+            .patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+        let failing = wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::RENEWAL_FAILING,
+            Duration::from_secs(30),
+        )
+        .await;
+        let message = ready_message(&failing);
+        assert!(
+            message.contains("ahead of this host's") && message.contains("NTP"),
+            "{message}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_restarted_controller_mints_nothing_and_repairs_a_deleted_or_edited_secret() {
     with_namespace("restart-drift", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;

@@ -126,15 +126,6 @@ fn write_measurement(name: &str, value: serde_json::Value) {
     );
 }
 
-/// The value of the series whose line starts with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() {
     with_namespace("metrics", |client, ns| async move {

@@ -1,9 +1,16 @@
 //! The HTTP client every Huawei Cloud call goes through: TLS (rustls with ring), in-process DNS
-//! (no libc name service), timeouts, the error envelope, Retry-After, and scrubbing of secrets
-//! from anything that becomes an error message.
+//! (no libc name service), timeouts, the error envelope, Retry-After, Huawei Cloud's clock (from
+//! `Date`), and scrubbing of secrets from anything that becomes an error message.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -40,6 +47,32 @@ impl Default for Timeouts {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// How far Huawei Cloud's clock is from this host's, from the `Date` of its responses.
+    pub clock: Arc<ClockSkew>,
+}
+
+/// The last observed offset of Huawei Cloud's clock from this host's: positive when Huawei's
+/// runs ahead. `Date` has one-second resolution and is stamped before the response travels, so
+/// the estimate is within about a second (plus latency) below the true offset.
+#[derive(Debug, Default)]
+pub struct ClockSkew {
+    seconds: AtomicI64,
+    observed: AtomicBool,
+}
+
+impl ClockSkew {
+    pub fn observe(&self, server: Timestamp, local: Timestamp) {
+        let skew = server.as_second() - local.as_second();
+        self.seconds.store(skew, Ordering::Relaxed);
+        self.observed.store(true, Ordering::Relaxed);
+    }
+
+    /// Seconds Huawei's clock is ahead (negative: behind), once a response has been seen.
+    pub fn seconds(&self) -> Option<i64> {
+        self.observed
+            .load(Ordering::Relaxed)
+            .then(|| self.seconds.load(Ordering::Relaxed))
+    }
 }
 
 impl HttpClient {
@@ -55,7 +88,10 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| CloudError::Config(format!("building the HTTP client: {}", e.without_url())))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            clock: Arc::default(),
+        })
     }
 
     pub fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
@@ -86,6 +122,14 @@ impl HttpClient {
         secrets: &[&SecretString],
     ) -> Result<bytes::Bytes, CloudError> {
         let resp = req.send().await.map_err(|e| network_error(operation, e))?;
+        if let Some(server) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
+        {
+            self.clock.observe(server.timestamp(), Timestamp::now());
+        }
         let status = resp.status().as_u16();
         let request_id = header(resp.headers(), "x-request-id");
         let retry_after = resp

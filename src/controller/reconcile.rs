@@ -303,10 +303,17 @@ impl Reconciler<'_> {
             mint::mint(self.ctx, self.tc, source, auth).await
         };
         let source_label = source.label();
-        let cred = match result {
+        let skew = self.ctx.http.clock.seconds();
+        if let Some(s) = skew {
+            self.ctx.metrics.huawei_clock_skew.set(s);
+        }
+        let mut cred = match result {
             Ok(c) => c,
-            Err(e) => {
+            Err(mut e) => {
                 let class = e.class;
+                if let Some(hint) = clock_hint(class, skew) {
+                    e.message.push_str(&hint);
+                }
                 self.ctx
                     .metrics
                     .mints
@@ -354,6 +361,14 @@ impl Reconciler<'_> {
             })
             .inc();
 
+        // Huawei states the expiry in its own clock. When that clock runs ahead of this cluster's,
+        // the credential dies that much earlier in cluster time: everything here (the Secret, the
+        // status, the schedule) uses cluster time. A clock running behind is not trusted to give
+        // time back.
+        let issued_expiry = cred.expires_at;
+        if let Some(ahead) = skew.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) {
+            cred.expires_at = issued_expiry - jiff::SignedDuration::from_secs(ahead);
+        }
         let renewal = renewal_time(started, cred.expires_at, self.policy(), &self.uid());
         let built = secret::build(
             self.tc,
@@ -368,7 +383,7 @@ impl Reconciler<'_> {
 
         let shortened_from = auth
             .duration
-            .filter(|d| lifetime_shortened(started, cred.expires_at, *d));
+            .filter(|d| lifetime_shortened(started, issued_expiry, *d));
         let mut next = status::after_mint(
             &self.base(),
             &Minted {
@@ -480,6 +495,22 @@ fn action_of(reason: &str) -> &'static str {
     }
 }
 
+/// Clock differences smaller than this are measurement noise (`Date` has one-second resolution).
+const CLOCK_SKEW_TOLERANCE_SECONDS: i64 = 2;
+
+/// Signed requests fail when the clocks differ by more than Huawei's 15-minute window; well before
+/// that, an authentication failure says what the clocks look like.
+fn clock_hint(class: crate::cloud::ErrorClass, skew: Option<i64>) -> Option<String> {
+    const NOTABLE_SECONDS: i64 = 300;
+    let s = skew?;
+    (class == crate::cloud::ErrorClass::Auth && s.abs() >= NOTABLE_SECONDS).then(|| {
+        let (by, way) = (s.abs(), if s > 0 { "ahead of" } else { "behind" });
+        format!(
+            " (Huawei Cloud's clock runs {by}s {way} this host's; signed requests are only accepted within 15 minutes of Huawei's time: check the node's NTP)"
+        )
+    })
+}
+
 /// How soon a restart that failed (a workload missing, forbidden, or changing under us) is tried
 /// again, unless the renewal comes first.
 const RESTART_RETRY: Duration = Duration::from_secs(20);
@@ -493,4 +524,28 @@ fn retry_restarts(now: Timestamp, renewal: Timestamp, owed: bool) -> Timestamp {
 
 fn requeue_until(now: Timestamp, at: Timestamp) -> Action {
     Action::requeue(until(now, at).max(Duration::from_secs(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::ErrorClass;
+
+    #[test]
+    fn authentication_failures_name_a_large_clock_difference() {
+        let hint = clock_hint(ErrorClass::Auth, Some(1200)).expect("a hint");
+        assert!(
+            hint.contains("1200s ahead of this host's") && hint.contains("NTP"),
+            "{hint}"
+        );
+        let behind = clock_hint(ErrorClass::Auth, Some(-900)).expect("a hint");
+        assert!(behind.contains("900s behind"), "{behind}");
+    }
+
+    #[test]
+    fn small_differences_and_other_failures_get_no_hint() {
+        assert_eq!(clock_hint(ErrorClass::Auth, Some(30)), None);
+        assert_eq!(clock_hint(ErrorClass::Auth, None), None);
+        assert_eq!(clock_hint(ErrorClass::Server, Some(1200)), None);
+    }
 }

@@ -618,6 +618,15 @@ pub async fn wait_ready_reason(
     .await
 }
 
+/// The value of the Prometheus series whose line starts with `prefix` (name and labels).
+pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// The Events about the object named `name` in `ns`.
 pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)

@@ -31,7 +31,7 @@ pub async fn health() -> Json<Value> {
 }
 
 pub async fn stats(State(sim): State<SharedSim>) -> Json<Value> {
-    let active = sim.active_temporary_keys(Timestamp::now());
+    let active = sim.active_temporary_keys(sim.now());
     let s = lock(&sim.stats);
     let requests: serde_json::Map<String, Value> = s
         .requests
@@ -76,6 +76,7 @@ pub struct FaultsPatch {
     throttle_rate: Option<f64>,
     retry_after_seconds: Option<u64>,
     scope: Option<FaultScope>,
+    clock_offset_seconds: Option<i64>,
 }
 
 pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -> Response {
@@ -96,6 +97,12 @@ pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -
     if patch.latency_ms.is_some_and(|l| l > 600_000) {
         return error(StatusCode::BAD_REQUEST, "latencyMs must be at most 600000");
     }
+    if patch.clock_offset_seconds.is_some_and(|o| o.abs() > 86_400) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "clockOffsetSeconds must be within ±86400",
+        );
+    }
     let mut knobs = lock(&sim.knobs);
     let f = &mut knobs.faults;
     if let Some(v) = patch.latency_ms {
@@ -112,6 +119,9 @@ pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -
     }
     if let Some(v) = patch.scope {
         f.scope = v;
+    }
+    if let Some(v) = patch.clock_offset_seconds {
+        f.clock_offset_seconds = v;
     }
     let current = f.clone();
     // A new setting starts a fresh, predictable sequence.
@@ -183,7 +193,7 @@ fn decide(sim: &SharedSim, body: &[u8], approve: bool) -> Response {
     } else {
         DeviceStatus::Denied
     };
-    let now = Timestamp::now();
+    let now = sim.now();
     let mut ic = lock(&sim.ic);
     let Some(device_code) = ic.user_codes.get(&d.user_code).cloned() else {
         return error(
@@ -211,7 +221,7 @@ fn decide(sim: &SharedSim, body: &[u8], approve: bool) -> Response {
 }
 
 pub async fn pending(State(sim): State<SharedSim>) -> Json<Value> {
-    let now = Timestamp::now();
+    let now = sim.now();
     let ic = lock(&sim.ic);
     let mut list: Vec<(Timestamp, Value)> = ic
         .devices
@@ -242,7 +252,7 @@ pub async fn expire_sessions(State(sim): State<SharedSim>, body: axum::body::Byt
         Ok(e) => e,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let now = Timestamp::now();
+    let now = sim.now();
     let mut ic = lock(&sim.ic);
     let matches = |user: &str| e.user.as_deref().is_none_or(|u| u == user);
     let mut expired = 0;

@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(PRUNE_INTERVAL);
             loop {
                 tick.tick().await;
-                sim.prune(jiff::Timestamp::now());
+                sim.prune(sim.now());
             }
         })
     };

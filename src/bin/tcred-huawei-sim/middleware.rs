@@ -157,16 +157,31 @@ pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Re
     {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
+    // Huawei Cloud's clock, as a client sees it (the server would add the host's otherwise).
+    if let Ok(v) = HeaderValue::from_str(&http_date(sim.now())) {
+        resp.headers_mut().insert(axum::http::header::DATE, v);
+    }
     let status = resp.status().as_u16();
     tracing::debug!(operation = op.name(), status, "request");
     lock(&sim.stats).record(op.name(), status, minted.filter(|_| status == 200));
     resp
 }
 
+/// RFC 9110 `IMF-fixdate`: `Tue, 24 Nov 2026 15:53:37 GMT`.
+pub fn http_date(t: jiff::Timestamp) -> String {
+    t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::Faults;
+
+    #[test]
+    fn http_dates_are_imf_fixdate() {
+        let t: jiff::Timestamp = "2026-11-24T15:53:37.9Z".parse().unwrap();
+        assert_eq!(http_date(t), "Tue, 24 Nov 2026 15:53:37 GMT");
+    }
 
     fn knobs(error_rate: f64, throttle_rate: f64) -> Knobs {
         Knobs {

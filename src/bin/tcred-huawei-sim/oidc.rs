@@ -99,7 +99,7 @@ pub async fn register_client(
         )));
     }
 
-    let now = Timestamp::now();
+    let now = sim.now();
     let client_id = format!("client-{}", random_lower_alnum(24));
     let secret = SecretString::new(new_bearer_token("cs"));
     let expires_at = now + secs(sim.catalog.ic.client_secret_seconds);
@@ -162,7 +162,7 @@ pub async fn start_device_authorization(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: StartBody = parse_body(&body, invalid)?;
-    let now = Timestamp::now();
+    let now = sim.now();
     let start_url = req.start_url.unwrap_or_default();
     let settings = &sim.catalog.ic;
     let device_code = random_lower_alnum(40);
@@ -216,7 +216,7 @@ struct TokenBody {
 
 pub async fn create_token(State(sim): State<SharedSim>, body: Bytes) -> Result<Response, ApiError> {
     let req: TokenBody = parse_body(&body, invalid)?;
-    let now = Timestamp::now();
+    let now = sim.now();
     let settings = &sim.catalog.ic;
     let mut ic = lock(&sim.ic);
     authenticate_client(&ic, req.client_id.as_deref(), req.client_secret.as_deref(), now)?;

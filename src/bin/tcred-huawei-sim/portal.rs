@@ -104,7 +104,7 @@ pub async fn list_accounts(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let user = session_user(&sim, &headers, Timestamp::now())?;
+    let user = session_user(&sim, &headers, sim.now())?;
     let params = Params::new(query);
     let assigned = sim.catalog.ic_users.get(&user);
     let accounts: Vec<Value> = sim
@@ -123,7 +123,7 @@ pub async fn list_account_agencies(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let user = session_user(&sim, &headers, Timestamp::now())?;
+    let user = session_user(&sim, &headers, sim.now())?;
     let params = Params::new(query);
     let account_id = params.required("account_id")?;
     let agencies: Vec<Value> = sim
@@ -149,7 +149,7 @@ pub async fn get_agency_credentials(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let now = Timestamp::now();
+    let now = sim.now();
     let user = session_user(&sim, &headers, now)?;
     let params = Params::new(query);
     let account_id = params.required("target_account_id")?;
@@ -196,7 +196,7 @@ pub async fn get_agency_credentials(
 }
 
 pub async fn logout(State(sim): State<SharedSim>, headers: HeaderMap) -> Result<Response, ApiError> {
-    session_user(&sim, &headers, Timestamp::now())?;
+    session_user(&sim, &headers, sim.now())?;
     if let Some(token) = headers.get("access-token").and_then(|v| v.to_str().ok()) {
         lock(&sim.ic).sessions.remove(token);
     }

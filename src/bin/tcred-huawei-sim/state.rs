@@ -277,6 +277,8 @@ pub struct Faults {
     pub throttle_rate: f64,
     pub retry_after_seconds: u64,
     pub scope: FaultScope,
+    /// Seconds the simulated Huawei Cloud clock runs ahead of the host's (negative: behind).
+    pub clock_offset_seconds: i64,
 }
 
 impl Default for Faults {
@@ -287,6 +289,7 @@ impl Default for Faults {
             throttle_rate: 0.0,
             retry_after_seconds: 1,
             scope: FaultScope::Mint,
+            clock_offset_seconds: 0,
         }
     }
 }
@@ -374,6 +377,14 @@ impl Sim {
             knobs: Mutex::default(),
             stats: Mutex::default(),
         }
+    }
+
+    /// The simulator's clock: the host's, shifted by the `clockOffsetSeconds` fault (a Huawei Cloud
+    /// whose clock differs from the cluster's). Signatures, expirations and the `Date` header all
+    /// use it.
+    pub fn now(&self) -> Timestamp {
+        let offset = lock(&self.knobs).faults.clock_offset_seconds;
+        Timestamp::now() + SignedDuration::from_secs(offset)
     }
 
     /// `requested`, capped by the `credentialSeconds` override when one is set.

@@ -175,7 +175,7 @@ pub async fn assume_agency(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let now = Timestamp::now();
+    let now = sim.now();
     let received = Received {
         method: method.as_str(),
         path: uri.path(),
@@ -236,7 +236,7 @@ pub async fn assume_agency_with_oidc(
     State(sim): State<SharedSim>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let now = Timestamp::now();
+    let now = sim.now();
     let req: AssumeOidcBody = parse_body(&body, bad)?;
     let provider_urn = required(&req.provider_urn, "provider_urn")?;
     let urn = required(&req.agency_urn, "agency_urn")?;
@@ -345,7 +345,7 @@ pub async fn get_caller_identity(
         headers: &headers,
         body: &body,
     };
-    let caller = auth::verify(&sim, &received, Timestamp::now())?;
+    let caller = auth::verify(&sim, &received, sim.now())?;
     let (account_id, principal_id) = match &caller {
         Caller::User { name, account_id } => (
             account_id.clone(),

@@ -364,10 +364,14 @@ impl Reconciler<'_> {
         // Huawei states the expiry in its own clock. When that clock runs ahead of this cluster's,
         // the credential dies that much earlier in cluster time: everything here (the Secret, the
         // status, the schedule) uses cluster time. A clock running behind is not trusted to give
-        // time back.
+        // time back. A measurement that would leave less than a minute is not plausible (Huawei
+        // issues at least 15 minutes) and is ignored rather than followed into a renewal loop.
         let issued_expiry = cred.expires_at;
         if let Some(ahead) = skew.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) {
-            cred.expires_at = issued_expiry - jiff::SignedDuration::from_secs(ahead);
+            let adjusted = issued_expiry - jiff::SignedDuration::from_secs(ahead);
+            if adjusted.as_second() - started.as_second() >= 60 {
+                cred.expires_at = adjusted;
+            }
         }
         let renewal = renewal_time(started, cred.expires_at, self.policy(), &self.uid());
         let built = secret::build(

@@ -77,11 +77,7 @@ impl MintError {
             kube::Error::Api(_) => ErrorClass::InvalidRequest,
             _ => ErrorClass::Network,
         };
-        let detail = match e {
-            kube::Error::Api(s) => s.message.clone(),
-            other => other.to_string(),
-        };
-        Self::new(class, format!("{what}: {detail}"))
+        Self::new(class, format!("{what}: {}", super::kube_message(e)))
     }
 }
 

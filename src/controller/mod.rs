@@ -65,6 +65,15 @@ impl Error {
     }
 }
 
+/// What a person reads about a failed Kubernetes call: the API server's own message for an API
+/// error (it names the object and the reason), else the error.
+pub fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

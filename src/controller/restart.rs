@@ -17,7 +17,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{apply::publish, context::Context};
+use super::{apply::publish, context::Context, kube_message};
 use crate::{
     api::{RestartKind, RolloutRestartTarget, TemporaryCredential, annotations},
     metrics::NamespaceLabels,
@@ -178,14 +178,14 @@ async fn restart_target<K: Workload>(
         (Some(name), _) => match api.get_opt(name).await {
             Ok(Some(w)) => Ok(vec![w]),
             Ok(None) => Err((format!("{kind}/{name}"), "not found".to_string())),
-            Err(e) => Err((format!("{kind}/{name}"), api_message(e))),
+            Err(e) => Err((format!("{kind}/{name}"), kube_message(&e))),
         },
         (None, Some(selector)) => match Selector::try_from(selector.clone()) {
             Ok(sel) => api
                 .list(&ListParams::default().labels_from(&sel))
                 .await
                 .map(|l| l.items)
-                .map_err(|e| (format!("{kind} selected by {sel}"), api_message(e))),
+                .map_err(|e| (format!("{kind} selected by {sel}"), kube_message(&e))),
             Err(e) => Err((format!("{kind} selector"), format!("invalid selector: {e}"))),
         },
         (None, None) => Err((kind.clone(), "neither name nor selector is set".into())),
@@ -230,21 +230,13 @@ async fn restart_one<K: Workload>(
                 w = match api.get_opt(&name).await {
                     Ok(Some(w)) => w,
                     Ok(None) => return Err("deleted while restarting it".into()),
-                    Err(e) => return Err(api_message(e)),
+                    Err(e) => return Err(kube_message(&e)),
                 };
             }
-            Err(e) => return Err(api_message(e)),
+            Err(e) => return Err(kube_message(&e)),
         }
     }
     Err("it kept changing while restarting it; retrying after the next change".into())
-}
-
-/// The API server's own message for an API error, else the error.
-fn api_message(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message,
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

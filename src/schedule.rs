@@ -70,6 +70,31 @@ pub fn lifetime_shortened(issued_at: Timestamp, expires_at: Timestamp, requested
     lifetime + SHORTENED_TOLERANCE < requested
 }
 
+/// Clock differences smaller than this are measurement noise (`Date` has one-second resolution).
+pub const CLOCK_SKEW_TOLERANCE_SECONDS: i64 = 2;
+
+/// The expiry in this cluster's time of a credential Huawei says expires at `expires_at` (in
+/// Huawei's clock), given how far Huawei's clock runs ahead (`skew_seconds`, measured from the
+/// `Date` of its responses). A clock running ahead makes the credential die that much earlier in
+/// cluster time. A clock running behind is not trusted to give time back, and a measurement that
+/// would leave less than a minute after `issued_at` is not plausible (Huawei issues at least 15
+/// minutes): it is ignored rather than followed into a renewal loop.
+pub fn expiry_in_cluster_time(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    skew_seconds: Option<i64>,
+) -> Timestamp {
+    let Some(ahead) = skew_seconds.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) else {
+        return expires_at;
+    };
+    let adjusted = expires_at - SignedDuration::from_secs(ahead);
+    if adjusted.as_second() - issued_at.as_second() >= 60 {
+        adjusted
+    } else {
+        expires_at
+    }
+}
+
 /// Inputs to a retry decision after a failed mint.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryInput<'a> {
@@ -160,6 +185,20 @@ mod tests {
     }
     const H: i64 = 3600;
     const UIDS: [&str; 4] = ["uid-a", "uid-b", "0f8e2c1a-7a4d-4f63-9c1e-5a1f6b7c8d9e", ""];
+
+    #[test]
+    fn a_huawei_clock_running_ahead_moves_the_expiry_earlier() {
+        assert_eq!(expiry_in_cluster_time(t(0), t(H + 120), Some(120)), t(H));
+        assert_eq!(expiry_in_cluster_time(t(0), t(H), Some(1)), t(H), "noise");
+        assert_eq!(expiry_in_cluster_time(t(0), t(H), None), t(H));
+    }
+
+    #[test]
+    fn a_clock_behind_or_an_implausible_measurement_changes_nothing() {
+        assert_eq!(expiry_in_cluster_time(t(0), t(H), Some(-300)), t(H));
+        assert_eq!(expiry_in_cluster_time(t(0), t(H), Some(H - 59)), t(H));
+        assert_eq!(expiry_in_cluster_time(t(0), t(H), Some(H - 60)), t(60));
+    }
 
     #[test]
     fn renews_a_third_of_the_lifetime_before_expiry_minus_a_bounded_spread() {

@@ -28,7 +28,9 @@ use super::{
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
     metrics::{MintLabels, Timer},
-    schedule::{RenewPolicy, RetryInput, lifetime_shortened, renewal_time, retry_delay, until},
+    schedule::{
+        RenewPolicy, RetryInput, expiry_in_cluster_time, lifetime_shortened, renewal_time, retry_delay, until,
+    },
 };
 
 /// Entry point for the runtime.
@@ -361,18 +363,9 @@ impl Reconciler<'_> {
             })
             .inc();
 
-        // Huawei states the expiry in its own clock. When that clock runs ahead of this cluster's,
-        // the credential dies that much earlier in cluster time: everything here (the Secret, the
-        // status, the schedule) uses cluster time. A clock running behind is not trusted to give
-        // time back. A measurement that would leave less than a minute is not plausible (Huawei
-        // issues at least 15 minutes) and is ignored rather than followed into a renewal loop.
+        // Everything here (the Secret, the status, the schedule) uses cluster time.
         let issued_expiry = cred.expires_at;
-        if let Some(ahead) = skew.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) {
-            let adjusted = issued_expiry - jiff::SignedDuration::from_secs(ahead);
-            if adjusted.as_second() - started.as_second() >= 60 {
-                cred.expires_at = adjusted;
-            }
-        }
+        cred.expires_at = expiry_in_cluster_time(started, issued_expiry, skew);
         let renewal = renewal_time(started, cred.expires_at, self.policy(), &self.uid());
         let built = secret::build(
             self.tc,
@@ -498,9 +491,6 @@ fn action_of(reason: &str) -> &'static str {
         _ => "Reconcile",
     }
 }
-
-/// Clock differences smaller than this are measurement noise (`Date` has one-second resolution).
-const CLOCK_SKEW_TOLERANCE_SECONDS: i64 = 2;
 
 /// Signed requests fail when the clocks differ by more than Huawei's 15-minute window; well before
 /// that, an authentication failure says what the clocks look like.

@@ -197,11 +197,7 @@ async fn a_huawei_clock_running_ahead_moves_expiry_earlier_and_a_large_one_is_na
 
         // 20 minutes: outside Huawei's 15-minute signing window; the failure says why.
         sim.set_faults(json!({"clockOffsetSeconds": 1200})).await;
-        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "now"}}});
-        Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
-            .patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("annotate");
+        rotate(&client, &ns, "billing", "now").await;
         let failing = wait_ready_reason(
             &client,
             &ns,
@@ -441,11 +437,7 @@ async fn the_rotate_annotation_forces_exactly_one_rotation() {
         let _op = Operator::start("rotate-annotation", &ns).await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
         wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
-        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "2026-11-24T12:00:00Z"}}});
-        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("annotate");
+        rotate(&client, &ns, "billing", "2026-11-24T12:00:00Z").await;
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(sim.mints_total().await, 2, "one forced rotation, no more");
@@ -484,11 +476,8 @@ async fn rotating_many_credentials_at_once_mints_each_exactly_once() {
         }
         let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
         for round in 1..=3 {
-            let patch = json!({"metadata": {"annotations": {annotations::ROTATE: format!("round-{round}")}}});
             for i in 0..N {
-                api.patch(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .expect("annotate");
+                rotate(&client, &ns, &format!("c{i}"), &format!("round-{round}")).await;
             }
             wait_for(Duration::from_secs(60), "every credential rotated", || async {
                 let list = api.list(&Default::default()).await.unwrap();

@@ -92,9 +92,7 @@ async fn only_the_leader_mints_and_a_standby_takes_over_without_minting_twice() 
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(sim.mints_total().await, 3, "nothing minted twice after the failover");
         // ... and does mint when asked.
-        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "after-failover"}}});
-        api.patch("one", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        rotate(&client, &ns, "one", "after-failover").await;
         wait_ready_reason(&client, &ns, "one", reasons::ROTATED, Duration::from_secs(30)).await;
         assert_eq!(sim.mints_total().await, 4);
 
@@ -176,11 +174,7 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
 
         // A failure is counted by class.
         sim.set_faults(json!({"errorRate": 1.0})).await;
-        let api = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        let patch = json!({"metadata": {"annotations": {annotations::ROTATE: "1"}}});
-        api.patch("billing", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        rotate(&client, &ns, "billing", "1").await;
         wait_ready_reason(
             &client,
             &ns,
@@ -215,7 +209,10 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
         assert_eq!(minted["level"], "INFO");
 
         // Deleting the credential removes its series.
-        api.delete("billing", &DeleteParams::default()).await.unwrap();
+        Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
+            .delete("billing", &DeleteParams::default())
+            .await
+            .unwrap();
         wait_for(
             Duration::from_secs(30),
             "the credential's series disappear",
@@ -261,6 +258,15 @@ async fn restart_stamp(client: &kube::Client, ns: &str, name: &str) -> Option<St
         .cloned()
 }
 
+/// Waits until the Deployment `name` has `n` ReplicaSets (one per pod template it has had).
+async fn wait_replica_sets(client: &kube::Client, ns: &str, name: &str, n: usize) {
+    let what = format!("{n} ReplicaSet(s) of Deployment {name}");
+    wait_for(Duration::from_secs(30), &what, || async {
+        (replica_sets_of(client, ns, name).await == n).then_some(())
+    })
+    .await;
+}
+
 /// ReplicaSets of the Deployment `name` (kube-controller-manager makes one per pod template).
 async fn replica_sets_of(client: &kube::Client, ns: &str, name: &str) -> usize {
     use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -272,14 +278,6 @@ async fn replica_sets_of(client: &kube::Client, ns: &str, name: &str) -> usize {
         .len()
 }
 
-async fn rotate(client: &kube::Client, ns: &str, name: &str, value: &str) {
-    let patch = json!({"metadata": {"annotations": {annotations::ROTATE: value}}});
-    Api::<TemporaryCredential>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what_is_still_owed() {
     with_namespace("restart-selector", |client, ns| async move {
@@ -289,10 +287,7 @@ async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what
             apply(&client, deployment(&ns, name, team, "billing")).await;
         }
         for name in ["web", "worker", "other"] {
-            wait_for(Duration::from_secs(30), "a first ReplicaSet", || async {
-                (replica_sets_of(&client, &ns, name).await == 1).then_some(())
-            })
-            .await;
+            wait_replica_sets(&client, &ns, name, 1).await;
         }
         let op = Operator::start("restart-selector", &ns).await;
         let by_selector = json!({"rolloutRestartTargets": [
@@ -371,15 +366,8 @@ async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what
         rotate(&client, &ns, "billing", "1").await;
         wait_ready_reason(&client, &ns, "billing", reasons::ROTATED, Duration::from_secs(30)).await;
         for name in ["web", "worker"] {
-            wait_for(
-                Duration::from_secs(30),
-                "billing restarted the team: pay Deployments",
-                || async {
-                    let want = if name == "web" { 3 } else { 2 };
-                    (replica_sets_of(&client, &ns, name).await == want).then_some(())
-                },
-            )
-            .await;
+            // billing restarts the team: pay Deployments
+            wait_replica_sets(&client, &ns, name, if name == "web" { 3 } else { 2 }).await;
         }
         assert_eq!(
             restart_stamp(&client, &ns, "other").await,
@@ -403,12 +391,7 @@ async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
         apply(&client, deployment(&ns, "web", "pay", "billing")).await;
-        wait_for(
-            Duration::from_secs(30),
-            "the Deployment's first ReplicaSet",
-            || async { (replica_sets_of(&client, &ns, "web").await == 1).then_some(()) },
-        )
-        .await;
+        wait_replica_sets(&client, &ns, "web", 1).await;
         let op = Operator::start("rollout-restart", &ns).await;
         let targets = json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]});
         apply(&client, agency_credential(&ns, "billing", "corp", targets)).await;
@@ -428,12 +411,8 @@ async fn a_rotation_restarts_the_listed_workloads_once_and_the_first_issue_does_
             || async { restart_stamp(&client, &ns, "web").await },
         )
         .await;
-        wait_for(
-            Duration::from_secs(30),
-            "a new ReplicaSet rolls the pods",
-            || async { (replica_sets_of(&client, &ns, "web").await == 2).then_some(()) },
-        )
-        .await;
+        // a new ReplicaSet rolls the pods
+        wait_replica_sets(&client, &ns, "web", 2).await;
         let tc = get_tc(&client, &ns, "billing").await;
         assert_eq!(tc.status.unwrap().restarted_rotation, Some(2));
         let m = op.metrics().await;
@@ -503,10 +482,8 @@ async fn a_restart_lost_to_a_crash_before_the_status_write_is_made_on_the_next_s
         assert_eq!(s.rotations, 2, "the lost rotation is counted from the Secret");
         assert_eq!(s.restarted_rotation, Some(2));
         assert_eq!(sim.mints_total().await, mints, "nothing is minted again");
-        wait_for(Duration::from_secs(30), "the restart rolls the pods", || async {
-            (replica_sets_of(&client, &ns, "web").await == 3).then_some(())
-        })
-        .await;
+        // the restart rolls the pods
+        wait_replica_sets(&client, &ns, "web", 3).await;
     })
     .await;
 }

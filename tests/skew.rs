@@ -9,10 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::events::v1::Event,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON},
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -124,17 +121,10 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
                 message.contains("cannot be read") && message.contains("Rollout"),
                 "{message}"
             );
-            let events = Api::<Event>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap();
-            assert!(
-                events
-                    .items
-                    .iter()
-                    .any(|e| e.reason.as_deref() == Some(reasons::INVALID_SPEC)
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("future"))
-            );
+            assert!(has_event(
+                &events_for(&client, &ns, "future").await,
+                reasons::INVALID_SPEC
+            ));
             assert!(get_secret(&client, &ns, "future").await.is_none());
             assert_eq!(sim.mints_total().await, 1, "only the readable credential minted");
             // Remove it before the CRD narrows again.

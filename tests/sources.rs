@@ -270,15 +270,9 @@ async fn an_ending_session_warns_then_expires_keeping_minted_credentials_and_log
         let msg = ready_message(&failing);
         assert!(msg.contains("tcred login --source corp"), "{msg}");
 
-        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
-            .list(&Default::default())
-            .await
-            .unwrap();
+        let events = events_for(&client, &ns, "corp").await;
         for reason in [types::SESSION_EXPIRING_SOON, types::SESSION_EXPIRED] {
-            assert!(
-                events.items.iter().any(|e| e.reason.as_deref() == Some(reason)),
-                "no {reason} Event"
-            );
+            assert!(has_event(&events, reason), "no {reason} Event");
         }
 
         // A new login brings it back at once (the source changed), not after the backoff.

@@ -618,6 +618,16 @@ pub async fn wait_ready_reason(
     .await
 }
 
+/// Asks for one rotation of `ns/name`, as a user does: the `tcred.dev/rotate` annotation set to
+/// a new `value`.
+pub async fn rotate(client: &Client, ns: &str, name: &str, value: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {tcred::api::annotations::ROTATE: value}}});
+    Api::<tcred::api::TemporaryCredential>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("set the rotate annotation");
+}
+
 /// The value of the Prometheus series whose line starts with `prefix` (name and labels).
 pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics

@@ -39,6 +39,21 @@ pub mod reasons {
     pub const CONFIGURED: &str = "Configured";
     pub const SECRET_INVALID: &str = "SecretInvalid";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// A credential was minted but its Secret could not be written; only the write is retried.
+    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    /// A source's Secret is not labelled for that source (`tcred.dev/source-kind`/`-name`).
+    pub const SECRET_NOT_BOUND: &str = "SecretNotBound";
+    /// An endpoint host is not allowed by the administrator (`--allowed-endpoint-hosts`).
+    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    /// The ServiceAccount has not opted in to tokens for this credential, or the audience is one
+    /// the API server itself accepts.
+    pub const TOKEN_NOT_ALLOWED: &str = "TokenNotAllowed";
+    /// The namespace is not in the cache yet: authorization waits rather than guess.
+    pub const NAMESPACE_UNKNOWN: &str = "NamespaceUnknown";
+    /// A mint is due but the last one was too recent (`--min-mint-interval`).
+    pub const MINT_DEFERRED: &str = "MintDeferred";
+    /// A restart target has not opted in to restarts by this credential.
+    pub const RESTART_NOT_ALLOWED: &str = "RestartNotAllowed";
 }
 
 /// Schema for `conditions`: a list map keyed by `type`, as Kubernetes' own types declare it.

@@ -33,6 +33,30 @@ pub struct ControllerArgs {
     /// Mints allowed in a burst per endpoint.
     #[arg(long, default_value_t = 40, env = "TCRED_MINT_BURST")]
     pub mint_burst: u32,
+    /// Mints per second allowed across all endpoints together (0: unlimited).
+    #[arg(long, default_value_t = 50.0, env = "TCRED_MINT_RATE_TOTAL")]
+    pub mint_rate_total: f64,
+    /// Mints allowed in a burst across all endpoints together.
+    #[arg(long, default_value_t = 100, env = "TCRED_MINT_BURST_TOTAL")]
+    pub mint_burst_total: u32,
+    /// Hosts a namespaced CredentialSource may name in `spec.endpoints`, besides Huawei Cloud's
+    /// own domains (comma-separated): `host`, `host:port` or `*.domain`.
+    #[arg(long, value_delimiter = ',', env = "TCRED_ALLOWED_ENDPOINT_HOSTS")]
+    pub allowed_endpoint_hosts: Vec<String>,
+    /// Namespaces this installation leaves to a namespace-scoped installation (comma-separated).
+    #[arg(long, value_delimiter = ',', env = "TCRED_EXCLUDE_NAMESPACES")]
+    pub exclude_namespaces: Vec<String>,
+    /// Reconciles of one namespace running at once (of --concurrency).
+    #[arg(long, default_value_t = 4, env = "TCRED_NAMESPACE_CONCURRENCY")]
+    pub namespace_concurrency: u16,
+    /// Least time between two mints of one credential (its first issue aside): edits, deletions
+    /// and rotate requests within it wait.
+    #[arg(long, default_value = "30s", env = "TCRED_MIN_MINT_INTERVAL")]
+    pub min_mint_interval: kube::core::Duration,
+    /// A credential issued with less validity left than this is a failed mint (retried with
+    /// backoff), never written.
+    #[arg(long, default_value = "60s", env = "TCRED_MIN_CREDENTIAL_LIFETIME")]
+    pub min_credential_lifetime: kube::core::Duration,
     /// Warn (condition, Event) this long before an Identity Center session ends.
     #[arg(long, default_value = "24h", env = "TCRED_SESSION_WARNING")]
     pub session_warning: kube::core::Duration,
@@ -105,6 +129,23 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         mint_rate: args.mint_rate,
         mint_burst: args.mint_burst,
         session_warning: Duration::from(args.session_warning),
+        mint_rate_total: args.mint_rate_total,
+        mint_burst_total: args.mint_burst_total,
+        allowed_endpoint_hosts: args
+            .allowed_endpoint_hosts
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        exclude_namespaces: args
+            .exclude_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        namespace_concurrency: args.namespace_concurrency.max(1),
+        min_mint_interval: Duration::from(args.min_mint_interval),
+        min_credential_lifetime: Duration::from(args.min_credential_lifetime),
     };
     let id = identity(&args);
 

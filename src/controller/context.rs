@@ -40,6 +40,20 @@ pub struct Config {
     pub mint_burst: u32,
     /// Warn this long before an Identity Center portal session ends.
     pub session_warning: Duration,
+    /// Mints per second across every endpoint together, and the burst allowed (0: unlimited).
+    pub mint_rate_total: f64,
+    pub mint_burst_total: u32,
+    /// Hosts a namespaced CredentialSource may name in `endpoints`, besides Huawei Cloud's own
+    /// domains: `host`, `host:port` or `*.domain`.
+    pub allowed_endpoint_hosts: Vec<String>,
+    /// Namespaces this installation leaves alone (served by a namespace-scoped installation).
+    pub exclude_namespaces: Vec<String>,
+    /// Reconciles of one namespace running at once, so one tenant cannot hold every slot.
+    pub namespace_concurrency: u16,
+    /// Least time between two mints of one credential (its first issue aside).
+    pub min_mint_interval: Duration,
+    /// A credential issued with less validity than this is a failed mint.
+    pub min_credential_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -50,6 +64,13 @@ impl Default for Config {
             mint_rate: 20.0,
             mint_burst: 40,
             session_warning: Duration::from_secs(24 * 3600),
+            mint_rate_total: 50.0,
+            mint_burst_total: 100,
+            allowed_endpoint_hosts: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            namespace_concurrency: 4,
+            min_mint_interval: Duration::from_secs(30),
+            min_credential_lifetime: Duration::from_secs(60),
         }
     }
 }

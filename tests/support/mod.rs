@@ -439,6 +439,9 @@ impl Operator {
             format!("--leader-elect={}", o.leader_elect),
             format!("--identity={}", o.identity),
             "--mint-rate=0".to_owned(),
+            "--mint-rate-total=0".to_owned(),
+            // The simulators listen on loopback; namespaced sources may name them.
+            "--allowed-endpoint-hosts=127.0.0.1,localhost".to_owned(),
         ];
         if let Some(ns) = o.namespace {
             args.push(format!("--namespace={ns}"));

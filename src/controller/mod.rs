@@ -351,9 +351,62 @@ async fn source_controller<K: sources::SourceResource>(
         .with_config(RuntimeConfig::default().concurrency(4))
         .watches_stream(sessions, by_session)
         .graceful_shutdown_on(shutdown)
-        .run(sources::reconcile::<K>, sources::error_policy::<K>, ctx)
+        .run(reconcile_source::<K>, source_error_policy::<K>, ctx)
         .for_each(log_queue_error)
         .await;
+}
+
+/// A source reconcile, with a panic contained to the source (an error with backoff and an Event).
+async fn reconcile_source<K: sources::SourceResource>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    let key = source_key(&obj);
+    if obj.namespace().is_some_and(|ns| ctx.excluded(&ns)) {
+        return Ok(kube::runtime::controller::Action::await_change());
+    }
+    match guard::contained(sources::reconcile::<K>(obj.clone(), ctx.clone())).await {
+        Ok(Ok(action)) => {
+            ctx.error_backoff.succeeded(&key);
+            Ok(action)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            ctx.metrics.count_error("panic");
+            tracing::error!(object = %obj.name_any(), panic, "source reconcile panicked; contained, retrying with backoff");
+            apply::publish(
+                &ctx,
+                obj.as_ref(),
+                true,
+                crate::api::condition::reasons::INTERNAL_ERROR,
+                "Reconcile",
+                "tcred hit an internal error reconciling this source (a bug: the operator log has the details); it retries with backoff".into(),
+            )
+            .await;
+            Err(Error::Panicked(panic))
+        }
+    }
+}
+
+fn source_key<K: sources::SourceResource>(obj: &DeserializeGuard<K>) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Source reconcile errors back off per source.
+fn source_error_policy<K: sources::SourceResource>(
+    obj: Arc<DeserializeGuard<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    ctx.metrics.count_error(error.metric_label());
+    let delay = ctx.error_backoff.failed(&source_key(&obj));
+    tracing::warn!(%error, object = %obj.name_any(), retry_in_seconds = delay.as_secs(), "source reconcile failed");
+    kube::runtime::controller::Action::requeue(delay)
 }
 
 /// `config` without the objects of `excluded` namespaces: a field selector, so the API server

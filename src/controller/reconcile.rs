@@ -29,7 +29,7 @@ use super::{
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
     cloud::ErrorClass,
-    metrics::{MintLabels, Timer},
+    metrics::Timer,
     schedule::{
         RenewPolicy, RetryInput, expiry_in_cluster_time, lifetime_shortened, renewal_time, retry_delay, until,
     },
@@ -415,14 +415,7 @@ impl Reconciler<'_> {
                 return self.mint_failed(reason, e, source, held_expiry).await;
             }
         };
-        self.ctx
-            .metrics
-            .mints
-            .get_or_create(&MintLabels {
-                source: source_label,
-                result: "success".into(),
-            })
-            .inc();
+        self.ctx.metrics.record_mint(source_label, "success");
 
         // Everything here (the Secret, the status, the schedule) uses cluster time.
         let issued_expiry = cred.expires_at;
@@ -557,14 +550,7 @@ impl Reconciler<'_> {
         held_expiry: Option<Timestamp>,
     ) -> Result<Action, Error> {
         let class = e.class;
-        self.ctx
-            .metrics
-            .mints
-            .get_or_create(&MintLabels {
-                source: source.label(),
-                result: class.label().into(),
-            })
-            .inc();
+        self.ctx.metrics.record_mint(source.label(), class.label());
         self.ctx.metrics.count_error(&format!("mint_{}", class.label()));
         let (delay, retry_at) = self.retry(class, e.retry_after, held_expiry);
         warn!(

@@ -554,6 +554,78 @@ mod tests {
         );
     }
 
+    /// A Secret tcred wrote for a credential issued at 0 that expires at 3600, with one
+    /// annotation edited, observed by a credential whose status recorded that mint.
+    fn edited_annotation(key: &str, value: &str) -> (TemporaryCredentialStatus, Observed) {
+        use crate::controller::{
+            fixtures::{credential, tc},
+            secret::{Times, build, observe},
+        };
+        let status = minted_at(0);
+        let mut object = tc("billing");
+        object.status = Some(status.clone());
+        let times = Times {
+            issued_at: t(0),
+            renewal_at: t(2400),
+        };
+        let mut s = build(&object, &credential("AKID1", 3_600), times);
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(key.into(), value.into());
+        (status, observe(&object, Some(&s)))
+    }
+
+    #[test]
+    fn an_edited_expiry_annotation_neither_keeps_the_credential_past_its_expiry_nor_mints() {
+        let (status, observed) =
+            edited_annotation(crate::api::annotations::EXPIRES_AT, "9999-01-01T00:00:00Z");
+        let Plan::Keep {
+            expires_at,
+            refresh_metadata,
+            renewal,
+            ..
+        } = run(100, &status, &observed, None)
+        else {
+            panic!("expected Keep")
+        };
+        assert_eq!(expires_at, t(3600));
+        assert!(refresh_metadata, "the mirror is rewritten from the data");
+        assert!(renewal.at < t(3600));
+        assert_eq!(
+            run(3600, &status, &observed, None),
+            Plan::Mint(MintReason::Expired)
+        );
+    }
+
+    #[test]
+    fn an_edited_issue_time_is_no_rotation() {
+        use crate::controller::status::{Base, after_keep};
+        let (status, observed) =
+            edited_annotation(crate::api::annotations::ISSUED_AT, "1970-01-01T00:30:00Z");
+        let Plan::Keep {
+            issued_at,
+            expires_at,
+            renewal,
+            refresh_metadata,
+        } = run(100, &status, &observed, None)
+        else {
+            panic!("expected Keep")
+        };
+        assert_eq!(issued_at, t(0), "the issue time the hash vouches for");
+        assert!(refresh_metadata);
+        let base = Base {
+            now: t(100),
+            generation: Some(1),
+            prev: &status,
+            target: None,
+            secret_name: "billing".into(),
+        };
+        let next = after_keep(&base, Some("AKID1"), issued_at, expires_at, renewal);
+        assert_eq!(next.rotations, status.rotations);
+        assert_eq!(next.last_rotation_time, status.last_rotation_time);
+    }
+
     mod properties {
         use proptest::prelude::*;
 

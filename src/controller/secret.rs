@@ -451,4 +451,217 @@ mod tests {
         t.spec.secret.name = Some("billing-creds".into());
         assert_eq!(secret_name(&t), "billing-creds");
     }
+    fn managed(t: &TemporaryCredential, s: &Secret) -> ManagedSecret {
+        match observe(t, Some(s)) {
+            Observed::Managed(m) => m,
+            other => panic!("not managed: {other:?}"),
+        }
+    }
+
+    fn annotate(s: &mut Secret, key: &str, value: &str) {
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(key.into(), value.into());
+    }
+
+    #[test]
+    fn a_key_someone_else_added_is_neither_an_edit_nor_removed() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("EXTRA".into(), ByteString(b"added by someone".to_vec()));
+        let m = managed(&t, &s);
+        assert!(m.intact && m.metadata_current, "{m:?}");
+        assert_eq!(m.access_key_id.as_deref(), Some("AKID1"));
+
+        // Re-applying the metadata carries only tcred's keys: the apply does not take the other
+        // key over, so it stays with whoever wrote it.
+        let relabelled = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        let keys_written: Vec<_> = relabelled.data.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(keys_written.len(), keys::ALL.len());
+        assert!(!keys_written.contains(&"EXTRA".to_owned()));
+        assert_eq!(
+            relabelled.metadata.annotations.as_ref().unwrap()[annotations::DATA_HASH],
+            s.metadata.annotations.as_ref().unwrap()[annotations::DATA_HASH]
+        );
+    }
+
+    #[test]
+    fn an_edited_expiry_annotation_is_ignored_and_rewritten() {
+        // Review L3: `tcred.dev/expires-at=9999-01-01T00:00:00Z` kept the credential for ever.
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        annotate(&mut s, annotations::EXPIRES_AT, "9999-01-01T00:00:00Z");
+        let m = managed(&t, &s);
+        assert!(m.intact);
+        assert_eq!(m.expires_at, Some(Timestamp::from_second(3_600).unwrap()));
+        assert!(!m.metadata_current, "the mirror is rewritten");
+
+        let relabelled = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        assert_eq!(
+            relabelled.metadata.annotations.as_ref().unwrap()[annotations::EXPIRES_AT],
+            "1970-01-01T01:00:00Z"
+        );
+        assert!(managed(&t, &relabelled).metadata_current);
+    }
+
+    #[test]
+    fn an_edited_expiry_in_the_data_is_an_edit() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data.as_mut().unwrap().insert(
+            keys::EXPIRES_AT.into(),
+            ByteString(b"9999-01-01T00:00:00Z".to_vec()),
+        );
+        assert!(!managed(&t, &s).intact);
+    }
+
+    #[test]
+    fn an_edited_issue_time_is_recovered_from_the_status_or_counts_as_an_edit() {
+        // Review L3: a later `tcred.dev/issued-at` counted as a rotation and restarted workloads.
+        let mut t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        annotate(&mut s, annotations::ISSUED_AT, "1970-01-01T00:30:00Z");
+
+        // The status recorded the real issue time: the hash vouches for it.
+        t.status = Some(crate::api::TemporaryCredentialStatus {
+            last_rotation_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                times().issued_at,
+            )),
+            rotations: 1,
+            ..Default::default()
+        });
+        let m = managed(&t, &s);
+        assert!(m.intact);
+        assert_eq!(m.issued_at, Some(times().issued_at));
+        assert!(!m.metadata_current, "the annotation is rewritten");
+
+        // Without that record nothing vouches for any issue time: the Secret was edited.
+        let m = managed(&tc("billing"), &s);
+        assert!(!m.intact);
+    }
+
+    #[test]
+    fn a_secret_written_before_the_hash_covered_the_issue_time_stays_intact_and_is_rewritten() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        let legacy = legacy_data_hash(s.data.as_ref().unwrap());
+        annotate(&mut s, annotations::DATA_HASH, &legacy);
+        let m = managed(&t, &s);
+        assert!(m.intact && !m.metadata_current, "{m:?}");
+        assert_eq!(m.issued_at, Some(times().issued_at));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,30}",
+                "[-+0-9TZ:.]{0,30}",
+                (-377_705_116_800i64..253_402_207_200)
+                    .prop_map(|s| Timestamp::from_second(s).unwrap().to_string()),
+            ]
+        }
+
+        fn tcred_key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(keys::ALL.to_vec()).prop_map(str::to_owned),
+                proptest::sample::select(vec![
+                    annotations::EXPIRES_AT,
+                    annotations::ISSUED_AT,
+                    annotations::DATA_HASH,
+                    annotations::SPEC_HASH,
+                    TEMPLATE_HASH,
+                ])
+                .prop_map(str::to_owned),
+                ".{0,20}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn observing_any_annotations_and_data_never_panics(
+                ann in proptest::collection::btree_map(tcred_key(), any_text(), 0..8),
+                data in proptest::collection::btree_map(
+                    tcred_key(),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    0..8,
+                ),
+                start_from_built in any::<bool>(),
+            ) {
+                let t = tc("billing");
+                let mut s = if start_from_built {
+                    build(&t, &credential("AKID1", 3_600), times())
+                } else {
+                    Secret {
+                        metadata: ObjectMeta {
+                            labels: Some(BTreeMap::from([
+                                (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+                                (labels::CREDENTIAL.to_owned(), "billing".to_owned()),
+                            ])),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    }
+                };
+                s.metadata.annotations.get_or_insert_default().extend(ann);
+                let d = s.data.get_or_insert_default();
+                for (k, v) in data {
+                    d.insert(k, ByteString(v));
+                }
+                let _ = observe(&t, Some(&s));
+            }
+
+            #[test]
+            fn a_built_secret_reads_back_intact_with_its_access_key_and_expiry(
+                ak in "[A-Z0-9]{1,24}",
+                sk in ".{1,40}",
+                token in ".{1,200}",
+                issued in 946_684_800i64..4_102_444_800,
+                lifetime in 0i64..40 * 86_400,
+                renewal in any::<i64>(),
+            ) {
+                let t = tc("billing");
+                let cred = IssuedCredential {
+                    access_key_id: ak.clone(),
+                    secret_access_key: sk.into(),
+                    security_token: token.into(),
+                    expires_at: Timestamp::from_second(issued + lifetime).unwrap(),
+                };
+                let times = Times {
+                    issued_at: Timestamp::from_second(issued).unwrap(),
+                    renewal_at: Timestamp::from_second(renewal.rem_euclid(4_102_444_800)).unwrap(),
+                };
+                let m = managed(&t, &build(&t, &cred, times));
+                prop_assert!(m.intact && m.spec_hash_matches && m.metadata_current, "{m:?}");
+                prop_assert_eq!(m.access_key_id, Some(ak));
+                prop_assert_eq!(m.expires_at, Some(cred.expires_at));
+                prop_assert_eq!(m.issued_at, Some(times.issued_at));
+            }
+
+            #[test]
+            fn building_a_secret_for_any_times_never_panics(
+                expires in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                issued in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                nanos in 0i32..1_000_000_000,
+            ) {
+                let t = tc("billing");
+                let mut cred = credential("AKID1", 0);
+                cred.expires_at = Timestamp::new(expires, nanos).unwrap_or(Timestamp::MAX);
+                let times = Times {
+                    issued_at: Timestamp::from_second(issued).unwrap(),
+                    renewal_at: Timestamp::from_second(issued).unwrap(),
+                };
+                let _ = observe(&t, Some(&build(&t, &cred, times)));
+            }
+        }
+    }
 }

@@ -83,19 +83,22 @@ pub fn check_issued(
     expires_at: Timestamp,
     min_lifetime: Duration,
 ) -> Result<(), String> {
-    let lifetime = expires_at.as_second().saturating_sub(issued_at.as_second());
-    let required = min_lifetime.as_secs();
-    if expires_at > issued_at && positive(expires_at.duration_since(issued_at)) >= min_lifetime {
+    // Both ends lie within jiff's range, so their difference fits a SignedDuration.
+    let lifetime = expires_at.duration_since(issued_at);
+    if lifetime >= signed(min_lifetime) {
         return Ok(());
     }
-    Err(if lifetime > 0 {
+    let required = min_lifetime.as_secs();
+    Err(if !lifetime.is_negative() {
         format!(
-            "the endpoint issued a credential that expires in {lifetime} s; at least {required} s is required"
+            "the endpoint issued a credential that expires in {} s; at least {required} s is required",
+            lifetime.as_secs()
         )
     } else {
         format!(
-            "the endpoint issued a credential that had already expired {} s before it was issued; at least {required} s of validity is required",
-            lifetime.unsigned_abs()
+            "the endpoint issued a credential that had already expired {} s before it was issued; \
+             at least {required} s of validity is required",
+            lifetime.as_secs().unsigned_abs()
         )
     })
 }
@@ -442,6 +445,14 @@ mod tests {
         );
         assert!(check_issued(Timestamp::MAX, Timestamp::MIN, min).is_err());
         assert!(check_issued(t(0), t(59), min).is_err());
+        let just_short = check_issued(
+            Timestamp::new(0, 500_000_000).unwrap(),
+            Timestamp::new(60, 200_000_000).unwrap(),
+            min,
+        )
+        .unwrap_err();
+        assert!(just_short.contains("expires in 59 s"), "{just_short}");
+        assert!(check_issued(t(0), t(H), Duration::MAX).is_err());
     }
 
     #[test]

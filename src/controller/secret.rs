@@ -555,6 +555,20 @@ mod tests {
         assert_eq!(m.issued_at, Some(times().issued_at));
     }
 
+    #[test]
+    fn times_at_the_edge_of_time_format_without_panicking() {
+        for t0 in [Timestamp::MIN, Timestamp::MAX, Timestamp::UNIX_EPOCH] {
+            assert!(!rfc3339(t0).is_empty());
+            let mut cred = credential("AKID1", 0);
+            cred.expires_at = t0;
+            let times = Times {
+                issued_at: t0,
+                renewal_at: t0,
+            };
+            let _ = observe(&tc("billing"), Some(&build(&tc("billing"), &cred, times)));
+        }
+    }
+
     mod properties {
         use proptest::prelude::*;
 

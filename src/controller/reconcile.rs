@@ -299,6 +299,8 @@ impl Reconciler<'_> {
             policy: self.policy(),
             uid: &uid,
             source_version: source_version.as_deref(),
+            last_mint: super::plan::last_mint(&self.prev, &observed, self.now),
+            min_interval: self.ctx.config.min_mint_interval,
         });
         match decision {
             Plan::Conflict => {
@@ -349,6 +351,11 @@ impl Reconciler<'_> {
                     _ => retry_at,
                 };
                 Ok(requeue_until(self.now, wake))
+            }
+            Plan::Defer { until, reason } => {
+                let next = status::during_defer(&self.base(), reason, until, held_expiry);
+                self.write_status(&next).await?;
+                Ok(requeue_until(self.now, until))
             }
             Plan::Mint(reason) => {
                 let missing = matches!(observed, Observed::Missing);

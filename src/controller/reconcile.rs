@@ -775,19 +775,14 @@ fn usable(
     cred: crate::cloud::IssuedCredential,
     min_left: Duration,
 ) -> Result<crate::cloud::IssuedCredential, mint::MintError> {
-    let enough = issued_at.checked_add(min_left).unwrap_or(Timestamp::MAX);
-    if cred.expires_at >= enough {
-        return Ok(cred);
+    match crate::schedule::check_issued(issued_at, cred.expires_at, min_left) {
+        Ok(()) => Ok(cred),
+        Err(message) => Err(mint::MintError {
+            class: ErrorClass::Server,
+            message: format!("{message} (--min-credential-lifetime)"),
+            retry_after: None,
+        }),
     }
-    let left = cred.expires_at.as_second().saturating_sub(issued_at.as_second());
-    Err(mint::MintError {
-        class: ErrorClass::Server,
-        message: format!(
-            "the endpoint issued a credential valid for {left} s; at least {} s is required (--min-credential-lifetime)",
-            min_left.as_secs()
-        ),
-        retry_after: None,
-    })
 }
 
 fn action_of(reason: &str) -> &'static str {

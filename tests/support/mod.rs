@@ -399,6 +399,11 @@ pub struct OperatorOptions<'a> {
     pub lease_namespace: Option<&'a str>,
     pub identity: &'a str,
     pub rust_log: &'a str,
+    /// `--min-mint-interval` and `--min-credential-lifetime`. Tests rotate credentials of 30 s
+    /// lifetimes and edit or delete Secrets seconds apart, so the defaults here are short; the
+    /// attack tests use [`OperatorOptions::production`]'s values.
+    pub min_mint_interval: &'a str,
+    pub min_credential_lifetime: &'a str,
     pub extra: Vec<String>,
 }
 
@@ -410,7 +415,21 @@ impl Default for OperatorOptions<'_> {
             lease_namespace: None,
             identity: "op",
             rust_log: "info",
+            min_mint_interval: "5s",
+            min_credential_lifetime: "10s",
             extra: vec![],
+        }
+    }
+}
+
+impl OperatorOptions<'_> {
+    /// The controller's own defaults for the mint-loop guards (30 s between mints, 60 s of
+    /// validity at issue), as a production installation runs.
+    pub fn production() -> Self {
+        Self {
+            min_mint_interval: "30s",
+            min_credential_lifetime: "60s",
+            ..Default::default()
         }
     }
 }
@@ -442,6 +461,8 @@ impl Operator {
             "--mint-rate-total=0".to_owned(),
             // The simulators listen on loopback; namespaced sources may name them.
             "--allowed-endpoint-hosts=127.0.0.1,localhost".to_owned(),
+            format!("--min-mint-interval={}", o.min_mint_interval),
+            format!("--min-credential-lifetime={}", o.min_credential_lifetime),
         ];
         if let Some(ns) = o.namespace {
             args.push(format!("--namespace={ns}"));

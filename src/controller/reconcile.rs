@@ -305,12 +305,26 @@ impl Reconciler<'_> {
             mint::mint(self.ctx, self.tc, source, auth).await
         };
         let source_label = source.label();
-        let skew = self.ctx.http.clock.seconds();
+        // The skew this very call measured (trusted hosts only), never another reconcile's.
+        let skew = match &result {
+            Ok(c) => c.clock_skew_seconds,
+            Err(e) => e.clock_skew_seconds,
+        };
         if let Some(s) = skew {
             self.ctx.metrics.huawei_clock_skew.set(s);
         }
         let mut cred = match result {
             Ok(c) => c,
+            Err(e) if e.reason == Some(reasons::ENDPOINT_NOT_ALLOWED) => {
+                // Nothing was sent; only a change to the source (or the operator's flags) helps.
+                warn!(object = %self.tc.name_any(), namespace = %ns, error = %e.message, "endpoint not allowed");
+                return self
+                    .blocked(
+                        Problem::new(reasons::ENDPOINT_NOT_ALLOWED, e.message),
+                        held_expiry,
+                    )
+                    .await;
+            }
             Err(mut e) => {
                 let class = e.class;
                 if let Some(hint) = clock_hint(class, skew) {

@@ -772,7 +772,7 @@ mod tests {
     }
 
     proptest! {
-            #![proptest_config(ProptestConfig::with_cases(300))]
+            #![proptest_config(ProptestConfig::with_cases(150))]
 
             #[test]
             fn no_run_of_8_chars_of_a_secret_survives_scrub_and_truncate(

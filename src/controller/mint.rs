@@ -352,6 +352,32 @@ mod tests {
     use crate::controller::fixtures::tc;
 
     #[test]
+    fn a_refused_endpoint_becomes_the_endpoint_not_allowed_reason() {
+        let e = MintError::from(CloudError::EndpointNotAllowed {
+            endpoint: "https://collector.example".into(),
+        });
+        assert_eq!(e.reason, Some(reasons::ENDPOINT_NOT_ALLOWED));
+        assert_eq!(e.class, ErrorClass::InvalidRequest);
+        assert!(e.message.contains("--allowed-endpoint-hosts"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_failed_call_carries_its_own_clock_measurement() {
+        let e = MintError::from(CloudError::Api {
+            operation: "AssumeAgency",
+            status: 401,
+            code: Some("APIGW.0301".into()),
+            message: "verify aksk signature fail".into(),
+            request_id: None,
+            retry_after: None,
+            clock_skew_seconds: Some(1200),
+        });
+        assert_eq!(e.clock_skew_seconds, Some(1200));
+        assert_eq!(e.reason, None);
+        assert_eq!(e.class, ErrorClass::Auth);
+    }
+
+    #[test]
     fn session_names_default_to_namespace_and_name_within_huaweis_rules() {
         assert_eq!(session_name(&tc("billing")), "team-a-billing");
         let long = tc(&"x".repeat(80));

@@ -18,10 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{apply::publish, context::Context, kube_message};
-use crate::{
-    api::{RestartKind, RolloutRestartTarget, TemporaryCredential, annotations},
-    metrics::NamespaceLabels,
-};
+use crate::api::{RestartKind, RolloutRestartTarget, TemporaryCredential, annotations};
 
 /// The annotation `kubectl rollout restart` stamps on a pod template.
 const KUBECTL_RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -120,12 +117,7 @@ pub async fn restart_targets(
         for (what, outcome) in outcomes {
             match outcome {
                 Ok(Restart::Restarted) => {
-                    ctx.metrics
-                        .rollout_restarts
-                        .get_or_create(&NamespaceLabels {
-                            namespace: ns.clone(),
-                        })
-                        .inc();
+                    ctx.metrics.record_restart(&ns);
                     publish(
                         ctx,
                         tc,

@@ -134,8 +134,9 @@ impl HttpClient {
         let r = self.exchange(operation, req, secrets).await?;
         let value = serde_json::from_slice(&r.value).map_err(|e| CloudError::Decode {
             operation,
-            // serde's message names the field and position, never the value of a string.
-            message: e.to_string(),
+            // serde's message names the field and position, and for a wrongly typed value quotes
+            // it: an endpoint could put what we sent it there, so it is scrubbed like any text.
+            message: sanitize(&e.to_string(), secrets, MAX_ERROR_TEXT),
         })?;
         Ok(Received {
             value,
@@ -700,6 +701,33 @@ mod tests {
         assert!(!text.contains("admin panel"), "{text}");
         assert!(text.contains("HTTP status 502"), "{text}");
         assert_eq!(e.clock_skew_seconds(), None);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_success_body_does_not_echo_what_was_sent() {
+        let body = r#"{"credentials":"tok-1234567890abcdef"}"#;
+        let url = serve(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            once(body),
+        )
+        .await;
+        let http = client(false);
+        let token = SecretString::new("tok-1234567890abcdef");
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Shape {
+            credentials: u64,
+        }
+        let e = http
+            .send_json::<Shape>("AssumeAgency", http.request(reqwest::Method::GET, url), &[&token])
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("tok-1234"), "{text}");
+        assert!(matches!(e, CloudError::Decode { .. }), "{e:?}");
     }
 
     #[tokio::test]

@@ -72,7 +72,9 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
     pub leader: Gauge,
-    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), last observed.
+    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), as the last mint
+    /// measured it. Set only from trusted hosts (Huawei Cloud's domains and the administrator's
+    /// `--allowed-endpoint-hosts`), so a tenant's endpoint cannot move it.
     pub huawei_clock_skew: Gauge,
     caches: Arc<CacheCollector>,
     /// The label sets of `mints` and `rollout_restarts` in use, so the series of sources and
@@ -135,7 +137,7 @@ impl Metrics {
         let huawei_clock_skew = Gauge::default();
         registry.register_with_unit(
             "huawei_clock_skew",
-            "How far Huawei Cloud's clock (the Date of its responses) runs ahead of this host's; negative when behind",
+            "How far Huawei Cloud's clock (the Date of its responses, trusted hosts only) runs ahead of this host's; negative when behind",
             Unit::Seconds,
             huawei_clock_skew.clone(),
         );

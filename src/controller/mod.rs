@@ -37,9 +37,9 @@ use tracing::info;
 pub use self::context::{Config, Context, Stores};
 use crate::{
     api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, labels},
-    cloud::{HttpClient, http::Timeouts},
+    cloud::{HttpClient, endpoints::EndpointPolicy, http::Timeouts},
     metrics::{Caches, Metrics},
-    ratelimit::RateLimiter,
+    ratelimit::{Rate, RateLimiter},
 };
 
 /// Reconcile failures the runtime retries (minting failures are not errors: they are handled,
@@ -238,7 +238,10 @@ pub async fn run(
         sources: sources.clone(),
         cluster_sources: cluster_sources.clone(),
     });
-    let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Setup(e.to_string()))?;
+    let policy =
+        EndpointPolicy::new(&config.allowed_endpoint_hosts).map_err(|e| Error::Setup(e.to_string()))?;
+    let http =
+        HttpClient::with_policy(Timeouts::default(), policy).map_err(|e| Error::Setup(e.to_string()))?;
     let reporter = Reporter {
         controller: "tcred".into(),
         instance,
@@ -247,7 +250,10 @@ pub async fn run(
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         http,
-        limiter: RateLimiter::new(config.mint_rate, config.mint_burst),
+        limiter: RateLimiter::new(
+            Rate::new(config.mint_rate, config.mint_burst),
+            Rate::new(config.mint_rate_total, config.mint_burst_total),
+        ),
         metrics,
         stores,
         agency_urns: Default::default(),

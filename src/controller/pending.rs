@@ -80,6 +80,7 @@ mod tests {
                 secret_access_key: SecretString::new("sk"),
                 security_token: SecretString::new("tok"),
                 expires_at,
+                clock_skew_seconds: None,
             },
             issued_at: expires_at,
             issued_expiry: expires_at,

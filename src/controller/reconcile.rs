@@ -409,12 +409,26 @@ impl Reconciler<'_> {
             mint::mint(self.ctx, self.tc, source, auth).await
         };
         let source_label = source.label();
-        let skew = self.ctx.http.clock.seconds();
+        // The skew this very call measured (trusted hosts only), never another reconcile's.
+        let skew = match &result {
+            Ok(c) => c.clock_skew_seconds,
+            Err(e) => e.clock_skew_seconds,
+        };
         if let Some(s) = skew {
             self.ctx.metrics.huawei_clock_skew.set(s);
         }
         let mut cred = match result.and_then(|c| usable(started, c, min_left)) {
             Ok(c) => c,
+            Err(e) if e.reason == Some(reasons::ENDPOINT_NOT_ALLOWED) => {
+                // Nothing was sent; only a change to the source (or the operator's flags) helps.
+                warn!(object = %self.tc.name_any(), namespace = %self.namespace(), error = %e.message, "endpoint not allowed");
+                return self
+                    .blocked(
+                        Problem::new(reasons::ENDPOINT_NOT_ALLOWED, e.message),
+                        held_expiry,
+                    )
+                    .await;
+            }
             Err(mut e) => {
                 if let Some(hint) = clock_hint(e.class, skew) {
                     e.message.push_str(&hint);
@@ -468,6 +482,7 @@ impl Reconciler<'_> {
             expires_at: now
                 .checked_add(jiff::SignedDuration::from_hours(1))
                 .unwrap_or(now),
+            clock_skew_seconds: None,
         };
         let built = secret::build(
             self.tc,
@@ -781,6 +796,8 @@ fn usable(
             class: ErrorClass::Server,
             message: format!("{message} (--min-credential-lifetime)"),
             retry_after: None,
+            reason: None,
+            clock_skew_seconds: cred.clock_skew_seconds,
         }),
     }
 }

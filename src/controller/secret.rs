@@ -649,6 +649,7 @@ mod tests {
                     secret_access_key: sk.into(),
                     security_token: token.into(),
                     expires_at: Timestamp::from_second(issued + lifetime).unwrap(),
+                    clock_skew_seconds: None,
                 };
                 let times = Times {
                     issued_at: Timestamp::from_second(issued).unwrap(),

@@ -476,7 +476,12 @@ async fn refresh<K: SourceResource>(
     now: Timestamp,
 ) -> Result<Session, String> {
     let refresh_token = session.refresh_token.as_ref().ok_or("no refresh token")?;
-    let eps = endpoints::resolve(&session.region, view.endpoints).map_err(|e| e.to_string())?;
+    // A namespaced source's endpoints must be allowed before its tokens go anywhere.
+    let overrides = match K::KIND {
+        SourceKind::CredentialSource => endpoints::Overrides::Namespaced(ctx.http.policy()),
+        SourceKind::ClusterCredentialSource => endpoints::Overrides::Admin,
+    };
+    let eps = endpoints::resolve(&session.region, view.endpoints, overrides).map_err(|e| e.to_string())?;
     let tokens = oidc::refresh(
         &ctx.http,
         &eps.oidc,

@@ -1038,17 +1038,35 @@ async fn a_namespaced_endpoint_outside_the_allowlist_gets_no_request() {
 #[tokio::test]
 async fn a_hostile_date_header_does_not_change_another_tenants_lifetime() {
     let mut a = Arena::start("hostile-date", &[]).await;
-    let hostile = Simulator::start(&default_sim_config()).await;
-    hostile.set_lifetime(Some(VICTIM_LIFETIME)).await;
-    hostile.set_hostile(json!({"dateOffsetSeconds": 3000})).await;
-    a.attacker_source("attacker-src", &hostile).await;
-    a.attack_now();
-    for i in 0..3 {
-        a.attacker_credential(&format!("attacker-{i}"), "attacker-src", json!({}))
-            .await;
+    // 50 minutes ahead (the figure), and 20 s ahead: small enough that a skew taken from
+    // it would pass as plausible and shorten the victim's credential by 20 s.
+    let mut sims = Vec::new();
+    for offset in [3000, 20] {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_lifetime(Some(VICTIM_LIFETIME)).await;
+        sim.set_hostile(json!({"dateOffsetSeconds": offset})).await;
+        sims.push(sim);
     }
+    a.attack_now();
+    for (s, sim) in sims.iter().enumerate() {
+        a.attacker_source(&format!("attacker-src-{s}"), sim).await;
+        for i in 0..3 {
+            a.attacker_credential(
+                &format!("attacker-{s}-{i}"),
+                &format!("attacker-src-{s}"),
+                json!({}),
+            )
+            .await;
+        }
+    }
+    let skew = sample(&a.op.metrics().await, "tcred_huawei_clock_skew_seconds").unwrap_or(0.0);
+    assert!(
+        skew.abs() < 10.0,
+        "an untrusted host's Date moved the clock-skew gauge to {skew}"
+    );
+    let hostile: Vec<&Simulator> = sims.iter().collect();
     let (admin, victim) = (a.admin.clone(), a.victim.clone());
-    let f = a.finish(&[&hostile], MAX_MINT_CALLS * 3).await;
+    let f = a.finish(&hostile, MAX_MINT_CALLS * 6).await;
     assert!(f.victim_mints >= 2);
     // The victim's credential minted while the hostile Date was sent keeps its real lifetime.
     let status = get_tc(&admin, &victim, "victim").await.status.expect("status");

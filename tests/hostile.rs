@@ -794,6 +794,9 @@ async fn web_identity_never_sends_a_token_the_api_server_accepts() {
     // The control: a Huawei audience for an opted-in ServiceAccount is exchanged.
     apply(&a.admin, credential("legit", "sts-aud", "opted-in")).await;
 
+    a.wait_attacker("legit", reasons::ISSUED, Duration::from_secs(30))
+        .await;
+    // Let the refused credentials have their go before looking at what the endpoint received.
     let tc = a
         .wait_attacker(
             "steal-apiserver",
@@ -814,8 +817,6 @@ async fn web_identity_never_sends_a_token_the_api_server_accepts() {
         "{}",
         ready_message(&tc)
     );
-    a.wait_attacker("legit", reasons::ISSUED, Duration::from_secs(30))
-        .await;
 
     let tokens = hostile.received_id_tokens().await;
     assert!(

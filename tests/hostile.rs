@@ -176,6 +176,7 @@ struct Arena {
     op: Operator,
     sampler: Option<Sampler>,
     attack_started: Instant,
+    _namespaces: Namespaces,
 }
 
 impl Arena {
@@ -183,6 +184,7 @@ impl Arena {
         assert!(ATTACKS.contains(&attack), "{attack} is listed in ATTACKS");
         let admin = admin().await;
         let (attacker, victim) = (namespace_of(attack, "a"), namespace_of(attack, "v"));
+        let namespaces = Namespaces(vec![attacker.clone(), victim.clone()]);
         create_named_namespace(&admin, &attacker).await;
         create_named_namespace(&admin, &victim).await;
         let victim_sim = Simulator::start(&default_sim_config()).await;
@@ -229,6 +231,7 @@ impl Arena {
             op,
             sampler,
             attack_started: Instant::now(),
+            _namespaces: namespaces,
         }
     }
 
@@ -349,17 +352,16 @@ impl Arena {
     }
 }
 
-impl Drop for Arena {
+/// Deletes its namespaces when dropped (also when a test panics half-way through its setup), unless
+/// `TCRED_KEEP_NAMESPACES` is set.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
     fn drop(&mut self) {
         if std::env::var_os("TCRED_KEEP_NAMESPACES").is_none() {
             let _ = kubectl()
-                .args([
-                    "delete",
-                    "namespace",
-                    &self.attacker,
-                    &self.victim,
-                    "--wait=false",
-                ])
+                .args(["delete", "namespace", "--wait=false", "--ignore-not-found"])
+                .args(&self.0)
                 .output();
         }
     }

@@ -209,7 +209,7 @@ impl Arena {
                 namespace: None,
                 identity: attack,
                 extra: flags,
-                ..Default::default()
+                ..OperatorOptions::production()
             },
         )
         .await;

@@ -54,6 +54,11 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -72,10 +77,6 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
     pub leader: Gauge,
-    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), as the last mint
-    /// measured it. Set only from trusted hosts (Huawei Cloud's domains and the administrator's
-    /// `--allowed-endpoint-hosts`), so a tenant's endpoint cannot move it.
-    pub huawei_clock_skew: Gauge,
     caches: Arc<CacheCollector>,
     /// The label sets of `mints` and `rollout_restarts` in use, so the series of sources and
     /// namespaces that are gone can be removed (tenants must not grow them without bound).
@@ -134,13 +135,6 @@ impl Metrics {
             "Workloads restarted after a rotation",
             rollout_restarts.clone(),
         );
-        let huawei_clock_skew = Gauge::default();
-        registry.register_with_unit(
-            "huawei_clock_skew",
-            "How far Huawei Cloud's clock (the Date of its responses, trusted hosts only) runs ahead of this host's; negative when behind",
-            Unit::Seconds,
-            huawei_clock_skew.clone(),
-        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -166,7 +160,6 @@ impl Metrics {
             reconcile_errors,
             rollout_restarts,
             leader,
-            huawei_clock_skew,
             caches,
             labelled: Mutex::default(),
         }
@@ -264,6 +257,8 @@ impl Metrics {
 /// The caches the per-object gauges are read from.
 #[derive(Clone)]
 pub struct Caches {
+    /// The clock skew of each trusted Huawei Cloud host.
+    pub clocks: Arc<crate::cloud::http::Clocks>,
     pub credentials: Store<DeserializeGuard<TemporaryCredential>>,
     pub sources: Store<DeserializeGuard<CredentialSource>>,
     pub cluster_sources: Store<DeserializeGuard<ClusterCredentialSource>>,
@@ -388,6 +383,15 @@ impl Collector for CacheCollector {
         for (l, v) in ready {
             ConstGauge::new(v).encode(m.encode_family(&l)?)?;
         }
+        let mut m = encoder.encode_descriptor(
+            "huawei_clock_skew",
+            "How far Huawei Cloud's clock (the Date of its responses) runs ahead of this host's, by endpoint host (trusted hosts only); negative when behind",
+            Some(&Unit::Seconds),
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (host, skew) in caches.clocks.snapshot() {
+            ConstGauge::new(skew).encode(m.encode_family(&HostLabels { host })?)?;
+        }
         Ok(())
     }
 }
@@ -437,6 +441,7 @@ mod tests {
         let (sources, _w2) = kube::runtime::reflector::store();
         let (cluster_sources, _w3) = kube::runtime::reflector::store();
         m.attach_caches(Caches {
+            clocks: Default::default(),
             credentials,
             sources,
             cluster_sources,

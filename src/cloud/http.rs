@@ -54,6 +54,32 @@ pub struct HttpClient {
     inner: reqwest::Client,
     /// Which hosts are trusted (and allowed for namespaced sources).
     policy: Arc<EndpointPolicy>,
+    /// The last clock skew each trusted host showed.
+    pub clocks: Arc<Clocks>,
+}
+
+/// The last clock skew each trusted host's `Date` showed, by `host:port`: what the
+/// `tcred_huawei_clock_skew_seconds{host}` gauge reports. Only trusted hosts are recorded, and
+/// at most [`Clocks::MAX_HOSTS`] of them, so the series cannot be multiplied by tenants.
+#[derive(Debug, Default)]
+pub struct Clocks(std::sync::Mutex<std::collections::BTreeMap<String, i64>>);
+
+impl Clocks {
+    pub const MAX_HOSTS: usize = 256;
+
+    pub fn observe(&self, host: String, skew_seconds: i64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= Self::MAX_HOSTS && !m.contains_key(&host) {
+            return;
+        }
+        m.insert(host, skew_seconds);
+    }
+
+    /// Every host's last skew.
+    pub fn snapshot(&self) -> Vec<(String, i64)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(h, s)| (h.clone(), *s)).collect()
+    }
 }
 
 /// A decoded response and what its `Date` said about Huawei Cloud's clock.
@@ -99,6 +125,7 @@ impl HttpClient {
         Ok(Self {
             inner,
             policy: Arc::new(policy),
+            clocks: Arc::default(),
         })
     }
 
@@ -177,6 +204,9 @@ impl HttpClient {
                 .and_then(|v| v.to_str().ok()),
             Timestamp::now(),
         );
+        if let Some(skew) = clock_skew_seconds {
+            self.clocks.observe(crate::ratelimit::host_key(&url), skew);
+        }
         let status = resp.status().as_u16();
         let request_id =
             header(resp.headers(), "x-request-id").map(|r| sanitize(&r, secrets, MAX_ERROR_CODE));
@@ -554,6 +584,22 @@ mod tests {
         let t = truncate(&long, MAX_ERROR_TEXT);
         assert!(t.len() <= MAX_ERROR_TEXT + '…'.len_utf8());
         assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn clocks_are_kept_per_host_and_bounded() {
+        let c = Clocks::default();
+        c.observe("sts.a:443".into(), 5);
+        c.observe("sts.a:443".into(), 7);
+        c.observe("sts.b:443".into(), -3);
+        assert_eq!(
+            c.snapshot(),
+            vec![("sts.a:443".into(), 7), ("sts.b:443".into(), -3)]
+        );
+        for i in 0..(Clocks::MAX_HOSTS * 2) {
+            c.observe(format!("h{i}:443"), 1);
+        }
+        assert_eq!(c.snapshot().len(), Clocks::MAX_HOSTS);
     }
 
     #[test]

@@ -233,15 +233,16 @@ pub async fn run(
         cluster_sources: cluster_sources.clone(),
         namespaces: namespaces.clone(),
     };
-    metrics.attach_caches(Caches {
-        credentials: credentials.clone(),
-        sources: sources.clone(),
-        cluster_sources: cluster_sources.clone(),
-    });
     let policy =
         EndpointPolicy::new(&config.allowed_endpoint_hosts).map_err(|e| Error::Setup(e.to_string()))?;
     let http =
         HttpClient::with_policy(Timeouts::default(), policy).map_err(|e| Error::Setup(e.to_string()))?;
+    metrics.attach_caches(Caches {
+        clocks: http.clocks.clone(),
+        credentials: credentials.clone(),
+        sources: sources.clone(),
+        cluster_sources: cluster_sources.clone(),
+    });
     let reporter = Reporter {
         controller: "tcred".into(),
         instance,

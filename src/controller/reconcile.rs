@@ -414,9 +414,6 @@ impl Reconciler<'_> {
             Ok(c) => c.clock_skew_seconds,
             Err(e) => e.clock_skew_seconds,
         };
-        if let Some(s) = skew {
-            self.ctx.metrics.huawei_clock_skew.set(s);
-        }
         let mut cred = match result.and_then(|c| usable(started, c, min_left)) {
             Ok(c) => c,
             Err(e) if e.reason == Some(reasons::ENDPOINT_NOT_ALLOWED) => {

@@ -422,6 +422,16 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_answer_is_not_retried_in_quick_succession() {
+        // An endpoint answering garbage, oversized bodies or expired credentials gets at most
+        // three attempts a minute: 15–30 s, then 30–60 s.
+        let first = retry_delay(retry(1, ErrorClass::InvalidResponse));
+        let second = retry_delay(retry(2, ErrorClass::InvalidResponse));
+        assert!(first >= Duration::from_secs(15), "{first:?}");
+        assert!(first + second >= Duration::from_secs(45), "{first:?} {second:?}");
+    }
+
+    #[test]
     fn retry_delays_are_stable_for_the_same_object_and_attempt() {
         assert_eq!(
             retry_delay(retry(3, ErrorClass::Server)),

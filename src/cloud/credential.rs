@@ -178,7 +178,7 @@ mod tests {
         let e =
             expiry_from_expires_in("CreateToken", "token_info.expires_in", 40_000_000, now()).unwrap_err();
         assert!(e.to_string().contains("token_info.expires_in 40000000"), "{e}");
-        assert_eq!(e.class(), super::super::ErrorClass::Server);
+        assert_eq!(e.class(), super::super::ErrorClass::InvalidResponse);
         assert!(expiry_from_expires_in("CreateToken", "expires_in", 3600, now()).is_ok());
     }
 

@@ -14,8 +14,12 @@ pub enum ErrorClass {
     NotFound,
     /// 400 and friends: the request itself is wrong (duration, session name, policy).
     InvalidRequest,
-    /// 5xx, 409 conflicts, malformed responses.
+    /// 5xx, 409 conflicts.
     Server,
+    /// A 2xx answer tcred cannot use: malformed, oversized, or a credential that is expired or
+    /// implausible. Not Huawei Cloud being briefly unwell, so retried like a failure that needs
+    /// someone to change something (an endpoint fixed), never in quick succession.
+    InvalidResponse,
     /// Connect failures, timeouts, TLS errors.
     Network,
 }
@@ -29,6 +33,7 @@ impl ErrorClass {
             Self::NotFound => "not_found",
             Self::InvalidRequest => "invalid_request",
             Self::Server => "server",
+            Self::InvalidResponse => "invalid_response",
             Self::Network => "network",
         }
     }
@@ -107,7 +112,7 @@ impl CloudError {
         match self {
             Self::Api { status, .. } => ErrorClass::from_status(*status),
             Self::Network { .. } => ErrorClass::Network,
-            Self::Decode { .. } => ErrorClass::Server,
+            Self::Decode { .. } => ErrorClass::InvalidResponse,
             Self::Config(_) | Self::EndpointNotAllowed { .. } => ErrorClass::InvalidRequest,
         }
     }

@@ -683,7 +683,7 @@ mod tests {
             started.elapsed()
         );
         assert!(e.to_string().contains("exceeded 64 KiB"), "{e}");
-        assert_eq!(e.class(), crate::cloud::ErrorClass::Server);
+        assert_eq!(e.class(), crate::cloud::ErrorClass::InvalidResponse);
     }
 
     #[tokio::test]
@@ -704,7 +704,7 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(e.to_string().contains("exceeded 64 KiB"), "{e}");
-        assert!(e.class().is_transient());
+        assert_eq!(e.class(), crate::cloud::ErrorClass::InvalidResponse);
     }
 
     #[tokio::test]

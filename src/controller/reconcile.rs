@@ -790,7 +790,7 @@ fn usable(
     match crate::schedule::check_issued(issued_at, cred.expires_at, min_left) {
         Ok(()) => Ok(cred),
         Err(message) => Err(mint::MintError {
-            class: ErrorClass::Server,
+            class: ErrorClass::InvalidResponse,
             message: format!("{message} (--min-credential-lifetime)"),
             retry_after: None,
             reason: None,

@@ -91,20 +91,25 @@ where
 }
 
 /// Fails early, with an install hint, when the CRDs are missing. Lists within the watched
-/// namespace, which is all a namespace-scoped installation may read.
+/// namespace, which is all a namespace-scoped installation may read. Only a 404 means missing
+/// CRDs; any other failure (no network, 403) is reported as what it is.
 pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    let missing_or_kube = |e: kube::Error| match &e {
+        kube::Error::Api(s) if s.code == 404 => Error::CrdsMissing(e),
+        _ => Error::Kube(e),
+    };
     scoped::<TemporaryCredential>(client, namespace)
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(Error::CrdsMissing)?;
+        .map_err(missing_or_kube)?;
     scoped::<CredentialSource>(client, namespace)
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(Error::CrdsMissing)?;
+        .map_err(missing_or_kube)?;
     Api::<ClusterCredentialSource>::all(client.clone())
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(Error::CrdsMissing)?;
+        .map_err(missing_or_kube)?;
     Ok(())
 }
 
@@ -321,9 +326,22 @@ pub async fn run(
     Ok(())
 }
 
-async fn log_queue_error<T, E: std::fmt::Display>(res: Result<T, E>) {
-    if let Err(error) = res {
-        tracing::debug!(%error, "reconcile queue event");
+/// Logs what the runtime reports besides reconcile results. A failed reconcile is already logged
+/// by its error policy and a vanished object is routine; a watch or queue failure (a 403 on a
+/// watch, the API server going away) is not, and is a warning.
+async fn log_queue_error<T, E1, E2>(res: Result<T, kube::runtime::controller::Error<E1, E2>>)
+where
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+    kube::runtime::controller::Error<E1, E2>: std::fmt::Display,
+{
+    use kube::runtime::controller::Error as E;
+    match res {
+        Ok(_) => {}
+        Err(error @ (E::ReconcilerFailed(..) | E::ObjectNotFound(_))) => {
+            tracing::debug!(%error, "reconcile queue event");
+        }
+        Err(error) => tracing::warn!(%error, "watch or queue error"),
     }
 }
 

@@ -113,8 +113,10 @@ pub struct Context {
 /// write produced. A reconcile that follows a write closely (the write's own Secret event
 /// triggers one) may find the cache still holding the object from before the write; computing
 /// from that stale status would redo a rotation already made or write an old status back. Such a
-/// reconcile reads the object from the API server instead. An entry is consumed by the next
-/// reconcile of its object, so at most one small entry per object lives here.
+/// reconcile reads the object from the API server instead, as long as the cache has not caught
+/// up (not only once: two reconciles can follow one write before its watch event arrives). An
+/// entry goes once a reconcile finds the cache caught up, so at most one small entry per object
+/// lives here.
 #[derive(Default)]
 pub struct StatusWrites(Mutex<HashMap<(String, String), Written>>);
 
@@ -134,7 +136,8 @@ impl StatusWrites {
     }
 
     /// Whether the cached object (`uid`, `resource_version`) may predate the last status write
-    /// to it. Consumes the record: the caller then reads the object from the API server.
+    /// to it; the caller then reads the object from the API server. A cache at the written
+    /// version (or an object replaced under the same name) ends the record.
     pub fn cache_may_be_stale(
         &self,
         namespace: &str,
@@ -145,9 +148,22 @@ impl StatusWrites {
         let Ok(mut m) = self.0.lock() else {
             return false;
         };
-        match m.remove(&(namespace.to_owned(), name.to_owned())) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let stale = match m.get(&key) {
             Some(w) => Some(w.uid.as_str()) == uid && Some(w.resource_version.as_str()) != resource_version,
-            None => false,
+            None => return false,
+        };
+        if !stale {
+            m.remove(&key);
+        }
+        stale
+    }
+
+    /// The API server has `resource_version` of the object, which the cache also has: whatever
+    /// this controller wrote before is in the cache (later writes by others included).
+    pub fn caught_up(&self, namespace: &str, name: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(namespace.to_owned(), name.to_owned()));
         }
     }
 
@@ -294,12 +310,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_behind_the_last_write_is_stale_once() {
+    fn a_cache_behind_the_last_write_stays_stale_until_it_catches_up() {
         let w = StatusWrites::default();
         w.record("ns", "a", written("12"));
         assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
-        // consumed: the reconcile read the object afresh
-        assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
+        // a second reconcile before the watch delivers the write is still not fooled
+        assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
+        assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("12")));
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_cache_that_holds_what_the_api_server_has_has_caught_up() {
+        let w = StatusWrites::default();
+        w.record("ns", "a", written("12"));
+        // someone else wrote after us: the cache shows 14, the API server too
+        assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("14")));
+        w.caught_up("ns", "a");
         assert_eq!(w.len(), 0);
     }
 

@@ -162,8 +162,16 @@ async fn fresh_if_cache_is_behind(ctx: &Context, tc: &TemporaryCredential) -> Re
         .await
         .map_err(Error::Kube)?;
     Ok(match fresh {
-        Some(f) if f.uid() == tc.uid() => Freshness::Read(Box::new(f)),
-        _ => Freshness::Gone,
+        Some(f) if f.uid() == tc.uid() => {
+            if f.resource_version() == tc.resource_version() {
+                ctx.status_writes.caught_up(&ns, &name);
+            }
+            Freshness::Read(Box::new(f))
+        }
+        _ => {
+            ctx.status_writes.caught_up(&ns, &name);
+            Freshness::Gone
+        }
     })
 }
 

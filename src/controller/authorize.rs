@@ -61,7 +61,9 @@ pub fn target_of(spec: &TemporaryCredentialSpec) -> Result<Target, Problem> {
             let (account_id, name) = parse_agency_urn(urn).ok_or_else(|| {
                 Problem::new(
                     reasons::INVALID_SPEC,
-                    format!("agencyUrn {urn:?} is not iam::<account id>:agency:<name>"),
+                    format!(
+                        "agencyUrn {urn:?} is not iam::<account id: 32 lower-case hex digits>:agency:<name: 1-64 of A-Za-z0-9_.->"
+                    ),
                 )
             })?;
             Ok(Target::Agency {
@@ -77,18 +79,22 @@ pub fn target_of(spec: &TemporaryCredentialSpec) -> Result<Target, Problem> {
     }
 }
 
-/// `iam::<account>:agency:<name>` → (account, name).
+/// `iam::<account>:agency:<name>` → (account, name), strictly as Huawei IAM issues agency URNs
+/// (the CRD's rule is the same): the account id is 32 lower-case hex digits, the name 1–64 of
+/// `[A-Za-z0-9_.-]`. Huawei receives the whole string, so nothing outside the checked parts may
+/// ride along.
 pub fn parse_agency_urn(urn: &str) -> Option<(String, String)> {
-    let mut parts = urn.splitn(5, ':');
-    let (_svc, _region, account, kind, name) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    (kind == "agency" && !account.is_empty() && !name.is_empty())
-        .then(|| (account.to_owned(), name.to_owned()))
+    let rest = urn.strip_prefix("iam::")?;
+    let (account, name) = rest.split_once(":agency:")?;
+    let account_ok = account.len() == 32
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let name_ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    (account_ok && name_ok).then(|| (account.to_owned(), name.to_owned()))
 }
 
 /// Everything authorization looks at.
@@ -125,16 +131,22 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
     })?;
 
     if let Some(allowed) = req.source.allowed_namespaces {
+        // Fail closed: a selector evaluated against no labels would let `NotIn`/`DoesNotExist`
+        // through while the namespace cache fills. The namespace's arrival re-triggers this.
+        let Some(namespace_labels) = req.namespace_labels else {
+            return Err(Problem::new(
+                reasons::NAMESPACE_UNKNOWN,
+                format!("waiting for namespace {} to be known", req.namespace),
+            ));
+        };
         let by_name = allowed.names.iter().any(|n| n == req.namespace);
         let by_selector = match &allowed.selector {
-            Some(sel) => {
-                selector_matches(sel, req.namespace_labels.unwrap_or(&BTreeMap::new())).map_err(|e| {
-                    Problem::new(
-                        reasons::DENIED,
-                        format!("{source_desc} has an invalid namespace selector: {e}"),
-                    )
-                })?
-            }
+            Some(sel) => selector_matches(sel, namespace_labels).map_err(|e| {
+                Problem::new(
+                    reasons::DENIED,
+                    format!("{source_desc} has an invalid namespace selector: {e}"),
+                )
+            })?,
             None => false,
         };
         if !by_name && !by_selector {
@@ -328,10 +340,11 @@ mod tests {
         let ak = access_key();
         let t = tc("billing");
         let nobody = AllowedNamespaces::default();
+        let unlabelled = BTreeMap::new();
         let err = authorize(request(
             &t.spec,
             view(SourceMode::AccessKey(&ak), Some(&nobody), None),
-            None,
+            Some(&unlabelled),
         ))
         .unwrap_err();
         assert_eq!(err.reason, reasons::DENIED);
@@ -349,7 +362,7 @@ mod tests {
             authorize(request(
                 &t.spec,
                 view(SourceMode::AccessKey(&ak), Some(&by_name), None),
-                None
+                Some(&unlabelled)
             ))
             .is_ok()
         );
@@ -549,13 +562,117 @@ mod tests {
         assert_eq!(selector_matches(&LabelSelector::default(), &labels), Ok(true));
     }
 
+    const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn agency_urns_split_into_account_and_name() {
         assert_eq!(
-            parse_agency_urn("iam::acct:agency:ops"),
-            Some(("acct".into(), "ops".into()))
+            parse_agency_urn(&format!("iam::{ACCOUNT}:agency:ops-admin_1.x")),
+            Some((ACCOUNT.into(), "ops-admin_1.x".into()))
         );
-        assert_eq!(parse_agency_urn("iam::acct:user:ops"), None);
+        assert_eq!(parse_agency_urn(&format!("iam::{ACCOUNT}:user:ops")), None);
         assert_eq!(parse_agency_urn("iam::acct"), None);
+    }
+
+    #[test]
+    fn agency_urns_are_checked_strictly() {
+        let name64 = "a".repeat(64);
+        assert!(parse_agency_urn(&format!("iam::{ACCOUNT}:agency:{name64}")).is_some());
+        for bad in [
+            "iam::acct:agency:ops".to_owned(),                     // short account
+            format!("iam::{}:agency:ops", ACCOUNT.to_uppercase()), // upper-case hex
+            format!("iam::{ACCOUNT}0:agency:ops"),                 // 33 digits
+            format!("iam:ap-southeast-1:{ACCOUNT}:agency:ops"),    // a region segment
+            format!("sts::{ACCOUNT}:agency:ops"),                  // another service
+            format!("iam::{ACCOUNT}:agency:"),                     // no name
+            format!("iam::{ACCOUNT}:agency:{name64}a"),            // 65 characters
+            format!("iam::{ACCOUNT}:agency:ops:extra"),            // a trailing segment
+            format!("iam::{ACCOUNT}:agency:ops/../admin"),         // path characters
+            format!("iam::{ACCOUNT}:agency:ops\n"),                // control characters
+        ] {
+            assert_eq!(parse_agency_urn(&bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a tenant writes, parsing never panics, and an accepted URN is exactly
+        /// `iam::<account>:agency:<name>` of its parts, with the parts' strict alphabets.
+        #[test]
+        fn an_accepted_agency_urn_is_exactly_its_checked_parts(urn in "(iam::)?[0-9a-fA-F:]{0,40}(:agency:)?[A-Za-z0-9_.:/ -]{0,70}") {
+            if let Some((account, name)) = parse_agency_urn(&urn) {
+                proptest::prop_assert_eq!(format!("iam::{account}:agency:{name}"), urn);
+                proptest::prop_assert!(account.len() == 32 && account.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                proptest::prop_assert!(!name.is_empty() && name.len() <= 64);
+                proptest::prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_namespace_waits_rather_than_matching_an_empty_label_set() {
+        let ak = access_key();
+        let t = tc("billing");
+        // `NotIn` and `DoesNotExist` match a namespace without labels: they must not be evaluated
+        // before its labels are known.
+        let excluding = AllowedNamespaces {
+            names: vec![],
+            selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tcred.dev/excluded".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                }]),
+            }),
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::NAMESPACE_UNKNOWN);
+        assert_eq!(e.message, "waiting for namespace team-a to be known");
+        // even a namespace allowed by name waits: nothing is decided on a cache that is not filled
+        let by_name = AllowedNamespaces {
+            names: vec!["team-a".into()],
+            selector: None,
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&by_name), None),
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::NAMESPACE_UNKNOWN);
+        // once known, the selector decides
+        let excluded: BTreeMap<String, String> = [("tcred.dev/excluded".to_owned(), "yes".to_owned())].into();
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+            Some(&excluded),
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::DENIED);
+        let plain = BTreeMap::new();
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+                Some(&plain),
+            ))
+            .is_ok()
+        );
+        // a namespaced source needs no namespace labels
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), None, None),
+                None
+            ))
+            .is_ok()
+        );
     }
 }

@@ -71,8 +71,15 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
     ];
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
         let sim = Simulator::start(&default_sim_config()).await;
-        create_secret(&admin, &system, "corp-ak", &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)]).await;
         let source = format!("corp-{suffix}");
+        create_labelled_secret(
+            &admin,
+            &system,
+            "corp-ak",
+            &bound_to("ClusterCredentialSource", &source),
+            &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)],
+        )
+        .await;
         apply(
             &admin,
             json!({

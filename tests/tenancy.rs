@@ -106,6 +106,23 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
         wait_ready_reason(&admin, &by_name, "app", reasons::ISSUED, Duration::from_secs(30)).await;
         wait_ready_reason(&admin, &by_label, "app", reasons::ISSUED, Duration::from_secs(30)).await;
 
+        // Through a cluster source the session name always starts with the namespace: a tenant
+        // cannot pose as another in Huawei's audit logs.
+        let posing_as = format!("{by_name}-app");
+        apply(&admin, cluster_credential(&by_label, "posing", &source, json!({"sessionName": posing_as}))).await;
+        wait_ready_reason(&admin, &by_label, "posing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let secret = get_secret(&admin, &by_label, "posing").await.expect("Secret");
+        let key = tcred::cloud::signer::AccessKey {
+            id: secret_text(&secret, "HUAWEICLOUD_SDK_AK"),
+            secret: secret_text(&secret, "HUAWEICLOUD_SDK_SK").into(),
+            security_token: Some(secret_text(&secret, "HUAWEICLOUD_SDK_SECURITY_TOKEN").into()),
+        };
+        let http = tcred::cloud::HttpClient::new(Default::default()).unwrap();
+        let sts = tcred::cloud::endpoints::parse_endpoint(&sim.url).unwrap();
+        let who = tcred::cloud::sts::caller_identity(&http, &sts, &key).await.expect("the credential works");
+        let expected: String = format!("{by_label}-{posing_as}").chars().take(64).collect();
+        assert!(who.principal_urn.ends_with(&format!("/{expected}")), "{} (key {})", who.principal_urn, key.id);
+
         // Not allowed.
         apply(&admin, cluster_credential(&outsider, "app", &source, json!({}))).await;
         wait_ready_reason(&admin, &outsider, "app", reasons::DENIED, Duration::from_secs(30)).await;

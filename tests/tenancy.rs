@@ -178,7 +178,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
 
         // Every denial minted nothing: one mint per Issued credential, none for `readonly`.
         assert_eq!(sim.mints(&agency_urn("readonly")).await, 0);
-        assert_eq!(sim.mints_total().await, 3, "by-name, by-label and the relabelled outsider");
+        assert_eq!(sim.mints_total().await, 4, "by-name, by-label (app and posing) and the relabelled outsider");
 
         // RBAC-limited tenants: tenant-a owns by_name, tenant-b owns by_label.
         grant(&admin, &by_name, "tenant-a").await;
@@ -202,7 +202,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
             .expect("tenant-a may create credentials in its own namespace");
         wait_ready_reason(&admin, &by_name, "stolen", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
         assert!(get_secret(&admin, &by_name, "stolen").await.is_none());
-        assert_eq!(sim.mints_total().await, 3, "nothing minted for tenant-a from tenant-b's source");
+        assert_eq!(sim.mints_total().await, 4, "nothing minted for tenant-a from tenant-b's source");
         // Cluster sources are cluster-admin business.
         assert!(forbidden(Api::<tcred::api::ClusterCredentialSource>::all(tenant_a).list(&Default::default()).await));
         let _ = Api::<tcred::api::ClusterCredentialSource>::all(admin.clone()).delete(&source, &Default::default()).await;

@@ -89,9 +89,11 @@ EOF
     log "starting the operator"
     METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     echo "$METRICS_PORT" >"$STATE/metrics.port"
-    # Scoped to the demo namespace, so a running demo never touches the test suite's objects.
+    # Scoped to the demo namespace, so a running demo never touches the test suite's objects. The
+    # demo's CredentialSource is namespaced and points at the loopback simulator: allow that host.
     KUBECONFIG="$ROOT/target/cluster/kubeconfig" setsid target/debug/tcred controller \
       --namespace "$NS" --leader-elect=true --leader-election-namespace "$NS" \
+      --allowed-endpoint-hosts=127.0.0.1,localhost \
       --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
       >"$STATE/operator.log" 2>&1 </dev/null &
     echo $! >"$STATE/operator.pid"

@@ -2,7 +2,10 @@
 //! per-object gauges (expiry, renewal, readiness, session expiry) are read from the controller's
 //! caches at scrape time, so the series of a deleted object disappear with it.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
@@ -69,9 +72,20 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
     pub leader: Gauge,
-    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), last observed.
+    /// Seconds Huawei Cloud's clock runs ahead of this host's (negative: behind), as the last mint
+    /// measured it. Set only from trusted hosts (Huawei Cloud's domains and the administrator's
+    /// `--allowed-endpoint-hosts`), so a tenant's endpoint cannot move it.
     pub huawei_clock_skew: Gauge,
     caches: Arc<CacheCollector>,
+    /// The label sets of `mints` and `rollout_restarts` in use, so the series of sources and
+    /// namespaces that are gone can be removed (tenants must not grow them without bound).
+    labelled: Mutex<Labelled>,
+}
+
+#[derive(Debug, Default)]
+struct Labelled {
+    mints: HashSet<MintLabels>,
+    restart_namespaces: HashSet<String>,
 }
 
 impl Default for Metrics {
@@ -123,7 +137,7 @@ impl Metrics {
         let huawei_clock_skew = Gauge::default();
         registry.register_with_unit(
             "huawei_clock_skew",
-            "How far Huawei Cloud's clock (the Date of its responses) runs ahead of this host's; negative when behind",
+            "How far Huawei Cloud's clock (the Date of its responses, trusted hosts only) runs ahead of this host's; negative when behind",
             Unit::Seconds,
             huawei_clock_skew.clone(),
         );
@@ -154,6 +168,7 @@ impl Metrics {
             leader,
             huawei_clock_skew,
             caches,
+            labelled: Mutex::default(),
         }
     }
 
@@ -163,8 +178,75 @@ impl Metrics {
         let _ = self.caches.caches.set(caches);
     }
 
+    /// Counts one mint attempt through `source` with `result`.
+    pub fn record_mint(&self, source: String, result: &str) {
+        let labels = MintLabels {
+            source,
+            result: result.to_owned(),
+        };
+        self.mints.get_or_create(&labels).inc();
+        self.labelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mints
+            .insert(labels);
+    }
+
+    /// Counts one rollout restart in `namespace`.
+    pub fn record_restart(&self, namespace: &str) {
+        self.rollout_restarts
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .inc();
+        self.labelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restart_namespaces
+            .insert(namespace.to_owned());
+    }
+
+    /// Removes the mint series of sources and the restart series of namespaces that no longer
+    /// exist in the caches (nothing before the caches are attached).
+    fn prune(&self) {
+        let Some(caches) = self.caches.caches.get() else {
+            return;
+        };
+        let mut sources: HashSet<String> = caches
+            .sources
+            .state()
+            .iter()
+            .map(|g| format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any()))
+            .collect();
+        sources.extend(caches.cluster_sources.state().iter().map(|g| g.name_any()));
+        let namespaces: HashSet<String> = caches
+            .credentials
+            .state()
+            .iter()
+            .filter_map(|g| g.namespace())
+            .collect();
+        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        labelled.mints.retain(|l| {
+            let keep = sources.contains(&l.source);
+            if !keep {
+                self.mints.remove(l);
+            }
+            keep
+        });
+        labelled.restart_namespaces.retain(|ns| {
+            let keep = namespaces.contains(ns);
+            if !keep {
+                self.rollout_restarts.remove(&NamespaceLabels {
+                    namespace: ns.clone(),
+                });
+            }
+            keep
+        });
+    }
+
     /// OpenMetrics text.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
+        self.prune();
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -342,6 +424,27 @@ pub fn source_label<K: Resource>(source: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_of_sources_and_namespaces_that_are_gone_are_removed() {
+        let m = Metrics::new();
+        m.record_mint("team-a/corp".into(), "success");
+        m.record_restart("team-a");
+        // before the caches are attached nothing is pruned
+        let text = m.render().expect("render");
+        assert!(text.contains(r#"source="team-a/corp""#), "{text}");
+        let (credentials, _w1) = kube::runtime::reflector::store();
+        let (sources, _w2) = kube::runtime::reflector::store();
+        let (cluster_sources, _w3) = kube::runtime::reflector::store();
+        m.attach_caches(Caches {
+            credentials,
+            sources,
+            cluster_sources,
+        });
+        let text = m.render().expect("render");
+        assert!(!text.contains("team-a"), "{text}");
+        assert!(m.labelled.lock().expect("lock").mints.is_empty());
+    }
 
     #[test]
     fn counters_and_histograms_render_with_the_tcred_prefix() {

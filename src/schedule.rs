@@ -57,7 +57,11 @@ pub fn renewal_time(
         .mul_f64(SPREAD_FRACTION)
         .min(room / 2)
         .mul_f64(unit_hash(spread_key, 0));
-    let at = expires_at - signed(before) - signed(spread);
+    // `before + spread` never exceeds the lifetime, so this cannot leave [issued, expires]; the
+    // checked form only keeps a nonsensical pair of times from panicking.
+    let at = expires_at
+        .checked_sub(signed(before.saturating_add(spread)))
+        .unwrap_or(issued_at.min(expires_at));
     // Whole seconds: the time is written to annotations and status at that precision, and a
     // schedule read back from them must equal the one computed here.
     let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
@@ -67,7 +71,36 @@ pub fn renewal_time(
 /// Whether Huawei issued noticeably less than was requested.
 pub fn lifetime_shortened(issued_at: Timestamp, expires_at: Timestamp, requested: Duration) -> bool {
     let lifetime = positive(expires_at.duration_since(issued_at));
-    lifetime + SHORTENED_TOLERANCE < requested
+    lifetime.saturating_add(SHORTENED_TOLERANCE) < requested
+}
+
+/// Whether a credential issued at `issued_at` and expiring at `expires_at` is worth writing: one
+/// with less than `min_lifetime` of validity would be due for renewal at once, so it counts as a
+/// failed mint (and is retried with backoff) instead of being written and re-minted in a loop.
+/// The message is for the status and Events.
+pub fn check_issued(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    min_lifetime: Duration,
+) -> Result<(), String> {
+    // Both ends lie within jiff's range, so their difference fits a SignedDuration.
+    let lifetime = expires_at.duration_since(issued_at);
+    if lifetime >= signed(min_lifetime) {
+        return Ok(());
+    }
+    let required = min_lifetime.as_secs();
+    Err(if !lifetime.is_negative() {
+        format!(
+            "the endpoint issued a credential that expires in {} s; at least {required} s is required",
+            lifetime.as_secs()
+        )
+    } else {
+        format!(
+            "the endpoint issued a credential that had already expired {} s before it was issued; \
+             at least {required} s of validity is required",
+            lifetime.as_secs().unsigned_abs()
+        )
+    })
 }
 
 /// Clock differences smaller than this are measurement noise (`Date` has one-second resolution).
@@ -87,11 +120,11 @@ pub fn expiry_in_cluster_time(
     let Some(ahead) = skew_seconds.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) else {
         return expires_at;
     };
-    let adjusted = expires_at - SignedDuration::from_secs(ahead);
-    if adjusted.as_second() - issued_at.as_second() >= 60 {
-        adjusted
-    } else {
-        expires_at
+    match expires_at.checked_sub(SignedDuration::from_secs(ahead)) {
+        Ok(adjusted) if adjusted.as_second().saturating_sub(issued_at.as_second()) >= 60 => adjusted,
+        // Either implausible or out of range: the expiry as issued (a credential that short or
+        // that old is then refused by `check_issued`).
+        _ => expires_at,
     }
 }
 
@@ -174,6 +207,16 @@ fn signed(d: Duration) -> SignedDuration {
 /// `later − earlier` as a std duration, zero when `later` is not later.
 pub fn until(earlier: Timestamp, later: Timestamp) -> Duration {
     positive(later.duration_since(earlier))
+}
+
+/// `t + d`, or the latest representable time when that is out of range.
+pub fn add_saturating(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(signed(d)).unwrap_or(Timestamp::MAX)
+}
+
+/// `t − d`, or the earliest representable time when that is out of range.
+pub fn sub_saturating(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_sub(signed(d)).unwrap_or(Timestamp::MIN)
 }
 
 #[cfg(test)]
@@ -384,5 +427,178 @@ mod tests {
             retry_delay(retry(3, ErrorClass::Server)),
             retry_delay(retry(3, ErrorClass::Server))
         );
+    }
+    #[test]
+    fn a_credential_with_less_than_the_least_lifetime_is_a_failed_mint() {
+        let min = Duration::from_secs(60);
+        assert_eq!(check_issued(t(0), t(60), min), Ok(()));
+        assert_eq!(check_issued(t(0), t(H), min), Ok(()));
+        let short = check_issued(t(0), t(3), min).unwrap_err();
+        assert_eq!(
+            short,
+            "the endpoint issued a credential that expires in 3 s; at least 60 s is required"
+        );
+        let expired = check_issued(t(100), t(40), min).unwrap_err();
+        assert!(
+            expired.contains("already expired 60 s before it was issued"),
+            "{expired}"
+        );
+        assert!(check_issued(Timestamp::MAX, Timestamp::MIN, min).is_err());
+        assert!(check_issued(t(0), t(59), min).is_err());
+        let just_short = check_issued(
+            Timestamp::new(0, 500_000_000).unwrap(),
+            Timestamp::new(60, 200_000_000).unwrap(),
+            min,
+        )
+        .unwrap_err();
+        assert!(just_short.contains("expires in 59 s"), "{just_short}");
+        assert!(check_issued(t(0), t(H), Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn an_expiry_at_the_edge_of_time_does_not_panic_with_a_clock_skew() {
+        // Found by fuzzing (review C1): `expires_at - skew` overflowed.
+        let min = Timestamp::MIN;
+        assert_eq!(expiry_in_cluster_time(t(0), min, Some(120)), min);
+        assert_eq!(
+            expiry_in_cluster_time(t(0), min, Some(i64::MAX)),
+            min,
+            "an absurd skew changes nothing"
+        );
+        let issued: Timestamp = "-000004-01-28T00:00:00Z".parse().unwrap();
+        let expires: Timestamp = "2208-05-19T00:00:00Z".parse().unwrap();
+        let adjusted = expiry_in_cluster_time(issued, expires, Some(740_000_000_000));
+        assert_eq!(adjusted, expires);
+    }
+
+    #[test]
+    fn saturating_time_arithmetic_stays_in_range() {
+        assert_eq!(
+            add_saturating(Timestamp::MAX, Duration::from_secs(1)),
+            Timestamp::MAX
+        );
+        assert_eq!(
+            sub_saturating(Timestamp::MIN, Duration::from_secs(1)),
+            Timestamp::MIN
+        );
+        assert_eq!(add_saturating(t(0), Duration::MAX), Timestamp::MAX);
+        assert_eq!(add_saturating(t(5), Duration::from_secs(5)), t(10));
+        assert_eq!(sub_saturating(t(5), Duration::from_secs(5)), t(0));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::{super::*, t};
+
+        fn any_time() -> impl Strategy<Value = Timestamp> {
+            prop_oneof![
+                Just(Timestamp::MIN),
+                Just(Timestamp::MAX),
+                (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second())
+                    .prop_map(|s| Timestamp::from_second(s).unwrap()),
+                (0i64..4_000_000_000).prop_map(|s| Timestamp::from_second(s).unwrap()),
+                (
+                    Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                    0i32..1_000_000_000
+                )
+                    .prop_map(|(s, n)| Timestamp::new(s, n).unwrap_or(Timestamp::MAX)),
+            ]
+        }
+
+        fn any_duration() -> impl Strategy<Value = Duration> {
+            prop_oneof![
+                Just(Duration::ZERO),
+                Just(Duration::MAX),
+                any::<u64>().prop_map(Duration::from_secs),
+                (0u64..100_000).prop_map(Duration::from_secs),
+                (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            ]
+        }
+
+        fn any_class() -> impl Strategy<Value = ErrorClass> {
+            prop_oneof![
+                Just(ErrorClass::Throttled),
+                Just(ErrorClass::Auth),
+                Just(ErrorClass::NotFound),
+                Just(ErrorClass::InvalidRequest),
+                Just(ErrorClass::Server),
+                Just(ErrorClass::Network),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn renewal_never_panics_and_whole_second_renewals_lie_between_issue_and_expiry(
+                issued in any_time(),
+                expires in any_time(),
+                before in proptest::option::of(any_duration()),
+                pct in proptest::option::of(any::<i32>()),
+                key in ".{0,40}",
+            ) {
+                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct };
+                let r = renewal_time(issued, expires, policy, &key);
+                if issued.subsec_nanosecond() == 0 && expires.subsec_nanosecond() == 0 && issued <= expires {
+                    prop_assert!(r.at >= issued && r.at <= expires, "{issued} {expires} {r:?}");
+                }
+                let _ = lifetime_shortened(issued, expires, before.unwrap_or_default());
+            }
+
+            #[test]
+            fn whole_second_renewals_in_a_realistic_range_are_before_expiry(
+                issued in 946_684_800i64..4_102_444_800,
+                lifetime in 1i64..40 * 86_400,
+                before in proptest::option::of(any_duration()),
+                pct in proptest::option::of(any::<i32>()),
+                key in "[a-z0-9-]{0,36}",
+            ) {
+                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct };
+                let r = renewal_time(t(issued), t(issued + lifetime), policy, &key);
+                prop_assert!(r.at >= t(issued) && r.at <= t(issued + lifetime));
+                if lifetime >= 2 {
+                    prop_assert!(r.at < t(issued + lifetime), "renewing at expiry would loop");
+                }
+            }
+
+            #[test]
+            fn the_cluster_expiry_never_panics_and_only_ever_moves_earlier(
+                issued in any_time(),
+                expires in any_time(),
+                skew in proptest::option::of(any::<i64>()),
+            ) {
+                let adjusted = expiry_in_cluster_time(issued, expires, skew);
+                prop_assert!(adjusted <= expires);
+                let _ = check_issued(issued, adjusted, Duration::from_secs(60));
+            }
+
+            #[test]
+            fn retry_delays_are_bounded_for_any_input(
+                attempt in any::<u32>(),
+                class in any_class(),
+                retry_after in proptest::option::of(any_duration()),
+                remaining in proptest::option::of(any_duration()),
+                key in ".{0,40}",
+            ) {
+                let d = retry_delay(RetryInput {
+                    attempt,
+                    class,
+                    retry_after,
+                    remaining_validity: remaining,
+                    jitter_key: &key,
+                });
+                prop_assert!(d >= MIN_DELAY && d <= MAX_DELAY, "{d:?}");
+                if class == ErrorClass::Auth {
+                    prop_assert!(d >= AUTH_FLOOR);
+                }
+            }
+
+            #[test]
+            fn saturating_arithmetic_never_panics(t0 in any_time(), d in any_duration()) {
+                prop_assert!(add_saturating(t0, d) >= t0);
+                prop_assert!(sub_saturating(t0, d) <= t0);
+            }
+        }
     }
 }

@@ -1,12 +1,12 @@
 //! The Identity Center session Secret (contract: DESIGN §2.2): written by `tcred login`, read by
 //! the controller to mint, and updated by it when a refresh token yields a new access token.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
-use crate::{controller::secret::rfc3339, sensitive::SecretString};
+use crate::{controller::secret::rfc3339, schedule, sensitive::SecretString};
 
 /// Session Secret keys.
 pub mod keys {
@@ -43,9 +43,22 @@ pub struct Session {
     pub refresh_token: Option<SecretString>,
 }
 
+/// The earliest time a session Secret may name: anything before is a forged or broken value.
+const EARLIEST: Timestamp = Timestamp::constant(946_684_800, 0); // 2000-01-01T00:00:00Z
+/// How far after now a session Secret may name a time (token and client-secret lifetimes are
+/// hours to months).
+const LATEST_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
 impl Session {
     /// Reads a session Secret; the error names the missing or malformed key, never a value.
     pub fn from_secret(secret: &Secret) -> Result<Self, String> {
+        Self::from_secret_at(secret, Timestamp::now())
+    }
+
+    /// [`Session::from_secret`] at a given time: every time key must lie between 2000-01-01 and
+    /// ten years after `now`, so no later arithmetic on it can overflow (review C1).
+    pub fn from_secret_at(secret: &Secret, now: Timestamp) -> Result<Self, String> {
+        let latest = schedule::add_saturating(now, LATEST_AHEAD);
         let empty = BTreeMap::new();
         let data = secret.data.as_ref().unwrap_or(&empty);
         let text = |k: &str| -> Result<String, String> {
@@ -59,9 +72,22 @@ impl Session {
             }
         };
         let time = |k: &str| -> Result<Timestamp, String> {
-            text(k)?
+            let t = text(k)?
                 .parse::<Timestamp>()
-                .map_err(|_| format!("key {k} is not an RFC 3339 time"))
+                .map_err(|_| format!("key {k} is not an RFC 3339 time"))?;
+            if t < EARLIEST || t > latest {
+                return Err(format!(
+                    "key {k} is not a plausible time (before 2000 or more than ten years ahead)"
+                ));
+            }
+            Ok(t)
+        };
+        // Optional, but when present it is checked like the others.
+        let optional_time = |k: &str| -> Result<Option<Timestamp>, String> {
+            match data.get(k) {
+                Some(v) if !String::from_utf8_lossy(&v.0).trim().is_empty() => time(k).map(Some),
+                _ => Ok(None),
+            }
         };
         Ok(Self {
             region: text(keys::REGION)?,
@@ -71,7 +97,7 @@ impl Session {
             client_secret_expires_at: time(keys::CLIENT_SECRET_EXPIRES_AT)?,
             access_token: text(keys::ACCESS_TOKEN)?.into(),
             access_token_expires_at: time(keys::ACCESS_TOKEN_EXPIRES_AT)?,
-            access_token_issued_at: time(keys::ACCESS_TOKEN_ISSUED_AT).ok(),
+            access_token_issued_at: optional_time(keys::ACCESS_TOKEN_ISSUED_AT)?,
             refresh_token: text(keys::REFRESH_TOKEN).ok().map(Into::into),
         })
     }
@@ -109,15 +135,18 @@ impl Session {
     }
 
     /// When to refresh the access token (with a refresh token): at two thirds of its lifetime,
-    /// or ten minutes before expiry when the issue time is unknown.
+    /// or ten minutes before expiry when the issue time is unknown. Never later than the expiry;
+    /// a time out of range means the expiry itself (already past: refresh now).
     pub fn refresh_at(&self) -> Timestamp {
         let exp = self.access_token_expires_at;
         match self.access_token_issued_at.filter(|i| *i < exp) {
             Some(issued) => {
-                let lifetime = exp.duration_since(issued);
-                issued + lifetime * 2 / 3
+                let lifetime = schedule::until(issued, exp);
+                issued.checked_add(lifetime / 3 * 2).map_or(exp, |t| t.min(exp))
             }
-            None => exp - jiff::SignedDuration::from_mins(10),
+            None => exp
+                .checked_sub(jiff::SignedDuration::from_mins(10))
+                .unwrap_or(exp),
         }
     }
 }
@@ -208,6 +237,117 @@ mod tests {
         );
         for secret in ["client-secret-value", "access-token-value", "refresh-value"] {
             assert!(!out.contains(secret), "{out}");
+        }
+    }
+    fn secret_of(data: BTreeMap<String, ByteString>) -> Secret {
+        Secret {
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_799_980_000).unwrap()
+    }
+
+    #[test]
+    fn times_outside_a_plausible_window_are_refused_naming_the_key_not_the_value() {
+        for key in [
+            keys::ACCESS_TOKEN_EXPIRES_AT,
+            keys::ACCESS_TOKEN_ISSUED_AT,
+            keys::CLIENT_SECRET_EXPIRES_AT,
+        ] {
+            for bad in [
+                "-009999-01-02T01:59:59Z",
+                "1999-12-31T23:59:59Z",
+                "2040-01-01T00:00:00Z",
+            ] {
+                let mut data = session().to_data();
+                data.insert(key.into(), ByteString(bad.as_bytes().to_vec()));
+                let err = Session::from_secret_at(&secret_of(data), now()).unwrap_err();
+                assert!(err.contains(key) && !err.contains(bad), "{key}={bad}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_issue_time_is_refused_and_a_missing_one_is_unknown() {
+        let mut data = session().to_data();
+        data.insert(
+            keys::ACCESS_TOKEN_ISSUED_AT.into(),
+            ByteString(b"yesterday".to_vec()),
+        );
+        let err = Session::from_secret_at(&secret_of(data), now()).unwrap_err();
+        assert!(err.contains(keys::ACCESS_TOKEN_ISSUED_AT), "{err}");
+        let mut data = session().to_data();
+        data.remove(keys::ACCESS_TOKEN_ISSUED_AT);
+        let s = Session::from_secret_at(&secret_of(data), now()).unwrap();
+        assert_eq!(s.access_token_issued_at, None);
+    }
+
+    #[test]
+    fn the_earliest_and_latest_times_do_not_panic_the_refresh_schedule() {
+        // Review C1, trigger A: `accessTokenExpiresAt - 10 min` at Timestamp::MIN panicked.
+        let at_min = Session {
+            access_token_expires_at: Timestamp::MIN,
+            access_token_issued_at: None,
+            refresh_token: Some("refresh-value".into()),
+            ..session()
+        };
+        assert_eq!(at_min.refresh_at(), Timestamp::MIN, "refresh now");
+        assert!(at_min.is_expired(now()));
+        let wide = Session {
+            access_token_expires_at: Timestamp::MAX,
+            access_token_issued_at: Some(Timestamp::MIN),
+            ..session()
+        };
+        let at = wide.refresh_at();
+        assert!(at > Timestamp::MIN && at <= Timestamp::MAX);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                "[-+0-9TZ:. ]{0,30}".prop_map(String::into_bytes),
+                (-377_705_116_800i64..253_402_207_200)
+                    .prop_map(|s| Timestamp::from_second(s).unwrap().to_string().into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn parsing_any_session_secret_never_panics_and_valid_times_schedule_safely(
+                overrides in proptest::collection::btree_map(
+                    prop_oneof![
+                        Just(keys::ACCESS_TOKEN_EXPIRES_AT.to_owned()),
+                        Just(keys::ACCESS_TOKEN_ISSUED_AT.to_owned()),
+                        Just(keys::CLIENT_SECRET_EXPIRES_AT.to_owned()),
+                        Just(keys::REFRESH_TOKEN.to_owned()),
+                        Just(keys::ACCESS_TOKEN.to_owned()),
+                        ".{0,12}",
+                    ],
+                    any_value(),
+                    0..6,
+                ),
+                drop_all in any::<bool>(),
+            ) {
+                let mut data = if drop_all { BTreeMap::new() } else { session().to_data() };
+                for (k, v) in overrides {
+                    data.insert(k, ByteString(v));
+                }
+                if let Ok(s) = Session::from_secret_at(&secret_of(data), now()) {
+                    prop_assert!(s.access_token_expires_at >= EARLIEST);
+                    prop_assert!(s.refresh_at() <= s.access_token_expires_at);
+                    let _ = s.is_expired(now());
+                }
+            }
         }
     }
 }

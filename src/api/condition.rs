@@ -52,6 +52,8 @@ pub mod reasons {
     pub const NAMESPACE_UNKNOWN: &str = "NamespaceUnknown";
     /// A mint is due but the last one was too recent (`--min-mint-interval`).
     pub const MINT_DEFERRED: &str = "MintDeferred";
+    /// A reconcile failed on a bug in tcred (contained: the object is retried with backoff).
+    pub const INTERNAL_ERROR: &str = "InternalError";
     /// A restart target has not opted in to restarts by this credential.
     pub const RESTART_NOT_ALLOWED: &str = "RestartNotAllowed";
 }

@@ -132,8 +132,8 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
         .ok_or_else(|| {
             Error::Usage("--start-url is required for the first login (your user portal URL)".into())
         })?;
-    let eps =
-        endpoints::resolve(&t.ic.region, t.endpoints.as_ref()).map_err(|e| Error::Usage(e.to_string()))?;
+    let eps = endpoints::resolve(&t.ic.region, t.endpoints.as_ref(), endpoints::Overrides::Admin)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Usage(e.to_string()))?;
     let now = Timestamp::now();
 

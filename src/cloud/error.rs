@@ -65,6 +65,9 @@ pub enum CloudError {
         message: String,
         request_id: Option<String>,
         retry_after: Option<Duration>,
+        /// Seconds Huawei Cloud's clock ran ahead of this host's (negative: behind), from this
+        /// response's `Date`; only measured for a trusted host.
+        clock_skew_seconds: Option<i64>,
     },
     #[error("{operation} failed: {message}")]
     Network {
@@ -78,6 +81,15 @@ pub enum CloudError {
     },
     #[error("{0}")]
     Config(String),
+    /// A namespaced source names an endpoint host the administrator has not allowed.
+    #[error(
+        "endpoint {endpoint} is not allowed by the administrator: a CredentialSource may only use Huawei Cloud's own domains or hosts allowed with {flag}",
+        flag = super::endpoints::ALLOWED_HOSTS_FLAG
+    )]
+    EndpointNotAllowed {
+        /// `scheme://host` only.
+        endpoint: String,
+    },
 }
 
 fn code_part(code: &Option<String>) -> String {
@@ -96,7 +108,17 @@ impl CloudError {
             Self::Api { status, .. } => ErrorClass::from_status(*status),
             Self::Network { .. } => ErrorClass::Network,
             Self::Decode { .. } => ErrorClass::Server,
-            Self::Config(_) => ErrorClass::InvalidRequest,
+            Self::Config(_) | Self::EndpointNotAllowed { .. } => ErrorClass::InvalidRequest,
+        }
+    }
+
+    /// The clock skew measured from the (trusted) response that failed, if any.
+    pub fn clock_skew_seconds(&self) -> Option<i64> {
+        match self {
+            Self::Api {
+                clock_skew_seconds, ..
+            } => *clock_skew_seconds,
+            _ => None,
         }
     }
 
@@ -152,11 +174,25 @@ mod tests {
             message: "the agency cannot be found".into(),
             request_id: Some("abc".into()),
             retry_after: None,
+            clock_skew_seconds: None,
         };
         assert_eq!(
             e.to_string(),
             "AssumeAgency failed: HTTP 404 STS5.1106: the agency cannot be found (request id abc)"
         );
         assert_eq!(e.class(), ErrorClass::NotFound);
+    }
+
+    #[test]
+    fn a_refused_endpoint_names_the_host_and_the_flag_and_is_not_retried() {
+        let e = CloudError::EndpointNotAllowed {
+            endpoint: "https://collector.example".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("https://collector.example"), "{text}");
+        assert!(text.contains("not allowed by the administrator"), "{text}");
+        assert!(text.contains("--allowed-endpoint-hosts"), "{text}");
+        assert_eq!(e.class(), ErrorClass::InvalidRequest);
+        assert!(!e.class().is_transient());
     }
 }

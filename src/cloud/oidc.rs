@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
-    credential::{parse_epoch, parse_expires_in},
+    credential::{expiry_from_epoch, expiry_from_expires_in},
     endpoints::join,
     error::{CloudError, ErrorClass},
     http::HttpClient,
@@ -101,14 +101,12 @@ pub async fn register_client(
         )
         .await?;
     let c = resp.client_info;
-    let client_secret_expires_at =
-        parse_epoch(c.client_secret_expires_at).ok_or_else(|| CloudError::Decode {
-            operation: OP,
-            message: format!(
-                "client_secret_expires_at {} is out of range",
-                c.client_secret_expires_at
-            ),
-        })?;
+    let client_secret_expires_at = expiry_from_epoch(
+        OP,
+        "client_info.client_secret_expires_at",
+        c.client_secret_expires_at,
+        Timestamp::now(),
+    )?;
     Ok(RegisteredClient {
         client_id: c.client_id,
         client_secret: c.client_secret,
@@ -152,10 +150,7 @@ pub async fn start_device_authorization(
         .request(reqwest::Method::POST, join(endpoint, "/v1/device/authorize"))
         .json(&body);
     let r: StartResponse = http.send_json(OP, req, &[&client.client_secret]).await?;
-    let expires_at = parse_expires_in(r.expires_in, Timestamp::now()).ok_or_else(|| CloudError::Decode {
-        operation: OP,
-        message: format!("expires_in {} is out of range", r.expires_in),
-    })?;
+    let expires_at = expiry_from_expires_in(OP, "expires_in", r.expires_in, Timestamp::now())?;
     Ok(DeviceAuthorization {
         device_code: r.device_code,
         user_code: r.user_code,
@@ -192,11 +187,12 @@ struct TokenInfo {
 
 impl TokenInfo {
     fn into_set(self, operation: &'static str) -> Result<TokenSet, CloudError> {
-        let expires_at =
-            parse_expires_in(self.expires_in, Timestamp::now()).ok_or_else(|| CloudError::Decode {
-                operation,
-                message: format!("expires_in {} is out of range", self.expires_in),
-            })?;
+        let expires_at = expiry_from_expires_in(
+            operation,
+            "token_info.expires_in",
+            self.expires_in,
+            Timestamp::now(),
+        )?;
         Ok(TokenSet {
             access_token: self.access_token,
             expires_at,

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    credential::{IssuedCredential, parse_epoch},
+    credential::{IssuedCredential, expiry_from_epoch},
     endpoints::join,
     error::CloudError,
     http::HttpClient,
@@ -130,6 +130,7 @@ pub async fn resolve_permission_set(
         ),
         request_id: None,
         retry_after: None,
+        clock_skew_seconds: None,
     })
 }
 
@@ -146,19 +147,22 @@ pub async fn get_credentials(
     url.query_pairs_mut()
         .append_pair("target_account_id", account_id)
         .append_pair("agency_urn", agency_urn);
-    let resp: CredentialsResponse = http
-        .send_json(OP, get(http, url, access_token), &[access_token])
+    let resp = http
+        .send_json_measured::<CredentialsResponse>(OP, get(http, url, access_token), &[access_token])
         .await?;
-    let c = resp.agency_credentials;
-    let expires_at = parse_epoch(c.expiration).ok_or_else(|| CloudError::Decode {
-        operation: OP,
-        message: format!("expiration {} is out of range", c.expiration),
-    })?;
+    let c = resp.value.agency_credentials;
+    let expires_at = expiry_from_epoch(
+        OP,
+        "agency_credentials.expiration",
+        c.expiration,
+        jiff::Timestamp::now(),
+    )?;
     Ok(IssuedCredential {
         access_key_id: c.access_key_id,
         secret_access_key: c.secret_access_key,
         security_token: c.session_token,
         expires_at,
+        clock_skew_seconds: resp.clock_skew_seconds,
     })
 }
 

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
-    credential::{IssuedCredential, parse_iso},
+    credential::{IssuedCredential, expiry_from_iso},
     endpoints::{host_header, join},
     error::CloudError,
-    http::HttpClient,
+    http::{HttpClient, Received},
     signer::{self, AccessKey},
 };
 use crate::sensitive::SecretString;
@@ -59,21 +59,27 @@ struct StsCredentials {
 }
 
 impl StsCredentials {
-    fn into_issued(self, operation: &'static str) -> Result<IssuedCredential, CloudError> {
-        let expires_at = parse_iso(&self.expiration).ok_or_else(|| CloudError::Decode {
-            operation,
-            message: format!(
-                "credentials.expiration {:?} is not an ISO-8601 time",
-                self.expiration
-            ),
-        })?;
+    fn into_issued(
+        self,
+        operation: &'static str,
+        clock_skew_seconds: Option<i64>,
+        now: Timestamp,
+    ) -> Result<IssuedCredential, CloudError> {
+        let expires_at = expiry_from_iso(operation, "credentials.expiration", &self.expiration, now)?;
         Ok(IssuedCredential {
             access_key_id: self.access_key_id,
             secret_access_key: self.secret_access_key,
             security_token: self.security_token,
             expires_at,
+            clock_skew_seconds,
         })
     }
+}
+
+fn issued(operation: &'static str, resp: Received<AssumeResponse>) -> Result<IssuedCredential, CloudError> {
+    resp.value
+        .credentials
+        .into_issued(operation, resp.clock_skew_seconds, Timestamp::now())
 }
 
 /// Who a key belongs to.
@@ -136,10 +142,10 @@ pub async fn assume_agency(
     if let Some(t) = &key.security_token {
         secrets.push(t);
     }
-    let resp: AssumeResponse = http
-        .send_json(OP, signed(http, reqwest::Method::POST, url, key, body), &secrets)
+    let resp = http
+        .send_json_measured(OP, signed(http, reqwest::Method::POST, url, key, body), &secrets)
         .await?;
-    resp.credentials.into_issued(OP)
+    issued(OP, resp)
 }
 
 /// `POST /v5/agencies/assume-with-oidc`: exchanges `id_token` (no Huawei key involved).
@@ -160,14 +166,14 @@ pub async fn assume_agency_with_oidc(
         policy: req.policy,
     };
     let url = join(endpoint, "/v5/agencies/assume-with-oidc");
-    let resp: AssumeResponse = http
-        .send_json(
+    let resp = http
+        .send_json_measured(
             OP,
             http.request(reqwest::Method::POST, url).json(&body),
             &[id_token],
         )
         .await?;
-    resp.credentials.into_issued(OP)
+    issued(OP, resp)
 }
 
 /// `GET /v5/caller-identity`, signed with `key`.

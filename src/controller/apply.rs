@@ -4,19 +4,59 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType},
 };
 use serde_json::json;
 
 use super::context::{Context, Written};
-use crate::api::{TemporaryCredential, TemporaryCredentialStatus};
+use crate::{
+    api::{TemporaryCredential, TemporaryCredentialStatus},
+    cloud::ErrorClass,
+};
 
 /// The field manager of every tcred write.
 pub const FIELD_MANAGER: &str = "tcred";
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Writes the whole Secret in one request, so every key changes at once: created when `create`
+/// (the reconcile found no Secret: if one appeared meanwhile the create fails with 409 and the
+/// Secret is not adopted), applied otherwise. With `dry_run` the API server checks the write
+/// (schema, quota, admission) without making it.
+pub async fn write_secret(
+    ctx: &Context,
+    secret: &Secret,
+    create: bool,
+    dry_run: bool,
+) -> Result<Secret, kube::Error> {
+    let ns = secret.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    if create {
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+        };
+        return api.create(&params, secret).await;
+    }
+    let mut params = apply_params();
+    params.dry_run = dry_run;
+    api.patch(&secret.name_any(), &params, &Patch::Apply(secret))
+        .await
+}
+
+/// The class of a failed Kubernetes call, for backoff and metrics.
+pub fn error_class(e: &kube::Error) -> ErrorClass {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => ErrorClass::NotFound,
+        kube::Error::Api(s) if s.code == 403 || s.code == 401 => ErrorClass::Auth,
+        kube::Error::Api(s) if s.code == 429 => ErrorClass::Throttled,
+        kube::Error::Api(s) if s.code >= 500 => ErrorClass::Server,
+        kube::Error::Api(_) => ErrorClass::InvalidRequest,
+        _ => ErrorClass::Network,
+    }
 }
 
 /// Applies the whole Secret in one request: every key changes at once.

@@ -17,7 +17,11 @@ use kube::{
     },
 };
 
-use super::authorize::Problem;
+use super::{
+    authorize::Problem,
+    guard::{ErrorBackoff, NamespaceGate},
+    pending::PendingWrites,
+};
 use crate::{
     api::{
         ClusterCredentialSource, CredentialSource, SecretReference, SourceKind, SourceView,
@@ -97,6 +101,12 @@ pub struct Context {
     pub agency_urns: Mutex<HashMap<AgencyKey, (String, Instant)>>,
     /// The status writes the cache may not show yet (see [`StatusWrites`]).
     pub status_writes: StatusWrites,
+    /// Reconciles running per namespace (see [`NamespaceGate`]).
+    pub namespace_gate: NamespaceGate,
+    /// Consecutive reconcile errors per object.
+    pub error_backoff: ErrorBackoff,
+    /// Minted credentials whose Secret write failed.
+    pub pending: PendingWrites,
 }
 
 /// The last status this controller wrote to each TemporaryCredential, as the resourceVersion the
@@ -233,6 +243,11 @@ impl Source {
 }
 
 impl Context {
+    /// Whether this installation leaves `namespace` to another (`--exclude-namespaces`).
+    pub fn excluded(&self, namespace: &str) -> bool {
+        self.config.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
     /// The source `tc` names, from the caches.
     pub fn source_of(&self, tc: &TemporaryCredential) -> Result<Source, Problem> {
         let r = &tc.spec.source_ref;

@@ -45,5 +45,6 @@ pub fn credential(ak: &str, expires_at_second: i64) -> IssuedCredential {
         secret_access_key: format!("SK-for-{ak}").into(),
         security_token: format!("token-for-{ak}").into(),
         expires_at: Timestamp::from_second(expires_at_second).unwrap(),
+        clock_skew_seconds: None,
     }
 }

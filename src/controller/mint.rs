@@ -25,7 +25,7 @@ use crate::{
     },
     cloud::{
         CloudError, ErrorClass, IssuedCredential,
-        endpoints::{self, ResolvedEndpoints},
+        endpoints::{self, Overrides, ResolvedEndpoints},
         portal,
         signer::AccessKey,
         sts::{self, AssumeRequest},
@@ -47,9 +47,12 @@ pub struct MintError {
     pub class: ErrorClass,
     pub message: String,
     pub retry_after: Option<Duration>,
-    /// The Ready condition's reason when it says more than the failure class (a refusal such as
-    /// `TokenNotAllowed` or `SecretNotBound`); `None` keeps the failure path's own reason.
+    /// A condition reason more specific than the class, when one applies: `EndpointNotAllowed`
+    /// (nothing was sent, and retrying cannot help until the spec or the operator's flags
+    /// change), or a refusal of tcred's own such as `TokenNotAllowed` or `SecretNotBound`.
     pub reason: Option<&'static str>,
+    /// Huawei Cloud's clock skew measured from the failing call's own response (trusted hosts only).
+    pub clock_skew_seconds: Option<i64>,
 }
 
 impl fmt::Display for MintError {
@@ -63,8 +66,10 @@ impl From<CloudError> for MintError {
         Self {
             class: e.class(),
             retry_after: e.retry_after(),
+            reason: matches!(e, CloudError::EndpointNotAllowed { .. })
+                .then_some(reasons::ENDPOINT_NOT_ALLOWED),
+            clock_skew_seconds: e.clock_skew_seconds(),
             message: e.to_string(),
-            reason: None,
         }
     }
 }
@@ -76,6 +81,7 @@ impl MintError {
             message: message.into(),
             retry_after: None,
             reason: None,
+            clock_skew_seconds: None,
         }
     }
 
@@ -87,6 +93,7 @@ impl MintError {
             message: problem.message,
             retry_after: None,
             reason: Some(problem.reason),
+            clock_skew_seconds: None,
         }
     }
 
@@ -130,6 +137,15 @@ pub fn session_name(tc: &TemporaryCredential) -> String {
     s
 }
 
+/// How a source's endpoint overrides are checked: a namespaced source is written by a tenant, so
+/// its endpoints must be allowed by the administrator; a cluster source's are the administrator's.
+pub fn overrides_of<'p>(source: &Source, policy: &'p endpoints::EndpointPolicy) -> Overrides<'p> {
+    match source {
+        Source::Namespaced(_) => Overrides::Namespaced(policy),
+        Source::Cluster(_) => Overrides::Admin,
+    }
+}
+
 /// Mints one credential for `tc` through `source`.
 pub async fn mint(
     ctx: &Context,
@@ -140,7 +156,13 @@ pub async fn mint(
     let view = source
         .view()
         .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
-    let endpoints = endpoints::resolve(auth.mode.region(), view.endpoints)?;
+    // Resolved (and, for a namespaced source, checked against the administrator's allowlist)
+    // before anything is read or sent.
+    let endpoints = endpoints::resolve(
+        auth.mode.region(),
+        view.endpoints,
+        overrides_of(source, ctx.http.policy()),
+    )?;
     let session = session_name(tc);
     let duration_seconds = auth
         .duration
@@ -157,7 +179,7 @@ pub async fn mint(
                 .secret_namespace(&ak.secret_ref)
                 .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
             let key = read_access_key(ctx, source, &ns, &ak.secret_ref.name).await?;
-            ctx.limiter.acquire(endpoints.sts.as_str()).await;
+            ctx.limiter.acquire(&endpoints.sts).await;
             Ok(sts::assume_agency(&ctx.http, &endpoints.sts, &key, &assume(urn)).await?)
         }
         (SourceMode::WebIdentity(wi), Target::Agency { urn, .. }) => {
@@ -175,7 +197,7 @@ pub async fn mint(
             let token = service_account_token(ctx, &ns, sa, &wi.audience, seconds).await?;
             // The exact check: would the API server itself accept this token?
             refuse_api_server_token(ctx, &token, &wi.audience).await?;
-            ctx.limiter.acquire(endpoints.sts.as_str()).await;
+            ctx.limiter.acquire(&endpoints.sts).await;
             Ok(sts::assume_agency_with_oidc(
                 &ctx.http,
                 &endpoints.sts,
@@ -215,11 +237,10 @@ async fn mint_portal(
             .filter(|(_, at)| at.elapsed() < AGENCY_URN_TTL)
             .map(|(urn, _)| urn.clone())
     };
-    let portal_key = endpoints.portal.as_str();
     let urn = match cached {
         Some(urn) => urn,
         None => {
-            ctx.limiter.acquire(portal_key).await;
+            ctx.limiter.acquire(&endpoints.portal).await;
             let urn = portal::resolve_permission_set(
                 &ctx.http,
                 &endpoints.portal,
@@ -235,7 +256,7 @@ async fn mint_portal(
             urn
         }
     };
-    ctx.limiter.acquire(portal_key).await;
+    ctx.limiter.acquire(&endpoints.portal).await;
     match portal::get_credentials(
         &ctx.http,
         &endpoints.portal,
@@ -490,6 +511,32 @@ async fn refuse_api_server_token(
 mod tests {
     use super::*;
     use crate::controller::fixtures::tc;
+
+    #[test]
+    fn a_refused_endpoint_becomes_the_endpoint_not_allowed_reason() {
+        let e = MintError::from(CloudError::EndpointNotAllowed {
+            endpoint: "https://collector.example".into(),
+        });
+        assert_eq!(e.reason, Some(reasons::ENDPOINT_NOT_ALLOWED));
+        assert_eq!(e.class, ErrorClass::InvalidRequest);
+        assert!(e.message.contains("--allowed-endpoint-hosts"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_failed_call_carries_its_own_clock_measurement() {
+        let e = MintError::from(CloudError::Api {
+            operation: "AssumeAgency",
+            status: 401,
+            code: Some("APIGW.0301".into()),
+            message: "verify aksk signature fail".into(),
+            request_id: None,
+            retry_after: None,
+            clock_skew_seconds: Some(1200),
+        });
+        assert_eq!(e.clock_skew_seconds, Some(1200));
+        assert_eq!(e.reason, None);
+        assert_eq!(e.class, ErrorClass::Auth);
+    }
 
     #[test]
     fn session_names_default_to_namespace_and_name_within_huaweis_rules() {

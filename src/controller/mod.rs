@@ -6,7 +6,9 @@ pub mod authorize;
 pub mod context;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod guard;
 pub mod mint;
+pub mod pending;
 pub mod plan;
 pub mod reconcile;
 pub mod restart;
@@ -35,9 +37,9 @@ use tracing::info;
 pub use self::context::{Config, Context, Stores};
 use crate::{
     api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, labels},
-    cloud::{HttpClient, http::Timeouts},
+    cloud::{HttpClient, endpoints::EndpointPolicy, http::Timeouts},
     metrics::{Caches, Metrics},
-    ratelimit::RateLimiter,
+    ratelimit::{Rate, RateLimiter},
 };
 
 /// Reconcile failures the runtime retries (minting failures are not errors: they are handled,
@@ -52,6 +54,9 @@ pub enum Error {
     CrdsMissing(#[source] kube::Error),
     #[error("{0}")]
     Setup(String),
+    /// A bug: the reconcile panicked. Contained to the object, retried with backoff.
+    #[error("internal error (a bug in tcred; see the operator log): {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -61,6 +66,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::CrdsMissing(_) => "crds_missing",
             Self::Setup(_) => "setup",
+            Self::Panicked(_) => "panic",
         }
     }
 }
@@ -121,6 +127,8 @@ pub async fn run(
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
     check_crds(&client, ns).await?;
+    // Objects of namespaces left to a scoped installation are not even cached here.
+    let watched = || excluding(watcher::Config::default(), &config.exclude_namespaces);
 
     let (sources, sources_writer) = reflector::store::<DeserializeGuard<CredentialSource>>();
     let (cluster_sources, cluster_writer) = reflector::store::<DeserializeGuard<ClusterCredentialSource>>();
@@ -130,7 +138,7 @@ pub async fn run(
         sources_writer,
         watcher(
             scoped::<DeserializeGuard<CredentialSource>>(&client, ns),
-            watcher::Config::default(),
+            watched(),
         ),
     )
     .default_backoff()
@@ -159,7 +167,7 @@ pub async fn run(
     .touched_objects();
     let secret_stream = watcher(
         scoped::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default().labels(labels::MANAGED_SELECTOR),
+        watched().labels(labels::MANAGED_SELECTOR),
     )
     .default_backoff()
     .touched_objects();
@@ -171,7 +179,7 @@ pub async fn run(
         credentials_writer,
         watcher(
             scoped::<DeserializeGuard<TemporaryCredential>>(&client, ns),
-            watcher::Config::default(),
+            watched(),
         )
         // managedFields are never read here and are most of each cached object's size.
         .modify(|tc| tc.managed_fields_mut().clear()),
@@ -230,7 +238,10 @@ pub async fn run(
         sources: sources.clone(),
         cluster_sources: cluster_sources.clone(),
     });
-    let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Setup(e.to_string()))?;
+    let policy =
+        EndpointPolicy::new(&config.allowed_endpoint_hosts).map_err(|e| Error::Setup(e.to_string()))?;
+    let http =
+        HttpClient::with_policy(Timeouts::default(), policy).map_err(|e| Error::Setup(e.to_string()))?;
     let reporter = Reporter {
         controller: "tcred".into(),
         instance,
@@ -239,12 +250,18 @@ pub async fn run(
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         http,
-        limiter: RateLimiter::new(config.mint_rate, config.mint_burst),
+        limiter: RateLimiter::new(
+            Rate::new(config.mint_rate, config.mint_burst),
+            Rate::new(config.mint_rate_total, config.mint_burst_total),
+        ),
         metrics,
         stores,
-        config,
         agency_urns: Default::default(),
         status_writes: Default::default(),
+        namespace_gate: guard::NamespaceGate::new(config.namespace_concurrency),
+        error_backoff: Default::default(),
+        pending: Default::default(),
+        config,
     });
 
     // Ready once every cache has its first full listing.
@@ -273,8 +290,10 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(log_queue_error);
+    let exclude = ctx.config.exclude_namespaces.clone();
     let sources = source_controller(
         scoped::<DeserializeGuard<CredentialSource>>(&client, ns),
+        excluding(watcher::Config::default(), &exclude),
         &client,
         ns,
         shutdown.clone(),
@@ -287,6 +306,7 @@ pub async fn run(
         if ns.is_none() {
             source_controller(
                 Api::<DeserializeGuard<ClusterCredentialSource>>::all(client.clone()),
+                watcher::Config::default(),
                 &client,
                 ns,
                 shutdown,
@@ -310,6 +330,7 @@ async fn log_queue_error<T, E: std::fmt::Display>(res: Result<T, E>) {
 /// login`, labelled with the source) changes.
 async fn source_controller<K: sources::SourceResource>(
     api: Api<DeserializeGuard<K>>,
+    watch: watcher::Config,
     client: &Client,
     ns: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -332,13 +353,80 @@ async fn source_controller<K: sources::SourceResource>(
             SourceKind::ClusterCredentialSource => ObjectRef::new(&name),
         })
     };
-    Controller::new(api, watcher::Config::default())
+    Controller::new(api, watch)
         .with_config(RuntimeConfig::default().concurrency(4))
         .watches_stream(sessions, by_session)
         .graceful_shutdown_on(shutdown)
-        .run(sources::reconcile::<K>, sources::error_policy::<K>, ctx)
+        .run(reconcile_source::<K>, source_error_policy::<K>, ctx)
         .for_each(log_queue_error)
         .await;
+}
+
+/// A source reconcile, with a panic contained to the source (an error with backoff and an Event).
+async fn reconcile_source<K: sources::SourceResource>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    let key = source_key(&obj);
+    if obj.namespace().is_some_and(|ns| ctx.excluded(&ns)) {
+        return Ok(kube::runtime::controller::Action::await_change());
+    }
+    match guard::contained(sources::reconcile::<K>(obj.clone(), ctx.clone())).await {
+        Ok(Ok(action)) => {
+            ctx.error_backoff.succeeded(&key);
+            Ok(action)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            ctx.metrics.count_error("panic");
+            tracing::error!(object = %obj.name_any(), panic, "source reconcile panicked; contained, retrying with backoff");
+            apply::publish(
+                &ctx,
+                obj.as_ref(),
+                true,
+                crate::api::condition::reasons::INTERNAL_ERROR,
+                "Reconcile",
+                "tcred hit an internal error reconciling this source (a bug: the operator log has the details); it retries with backoff".into(),
+            )
+            .await;
+            Err(Error::Panicked(panic))
+        }
+    }
+}
+
+fn source_key<K: sources::SourceResource>(obj: &DeserializeGuard<K>) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Source reconcile errors back off per source.
+fn source_error_policy<K: sources::SourceResource>(
+    obj: Arc<DeserializeGuard<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    ctx.metrics.count_error(error.metric_label());
+    let delay = ctx.error_backoff.failed(&source_key(&obj));
+    tracing::warn!(%error, object = %obj.name_any(), retry_in_seconds = delay.as_secs(), "source reconcile failed");
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// `config` without the objects of `excluded` namespaces: a field selector, so the API server
+/// filters them out of lists and watches.
+fn excluding(config: watcher::Config, excluded: &[String]) -> watcher::Config {
+    if excluded.is_empty() {
+        return config;
+    }
+    let selector = excluded
+        .iter()
+        .map(|n| format!("metadata.namespace!={n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    config.fields(&selector)
 }
 
 /// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the

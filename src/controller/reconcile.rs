@@ -19,7 +19,8 @@ use super::{
     apply::{self, FIELD_MANAGER},
     authorize::{self, Problem, Request},
     context::Context,
-    mint,
+    guard, mint,
+    pending::PendingWrite,
     plan::{MintReason, Plan, PlanInput, plan},
     restart,
     secret::{self, Observed, Times},
@@ -27,14 +28,49 @@ use super::{
 };
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
-    metrics::{MintLabels, Timer},
+    cloud::ErrorClass,
+    metrics::Timer,
     schedule::{
         RenewPolicy, RetryInput, expiry_in_cluster_time, lifetime_shortened, renewal_time, retry_delay, until,
     },
 };
 
-/// Entry point for the runtime.
+/// Entry point for the runtime. A panic inside is contained to this object (an error with
+/// backoff, a condition and an Event), and one namespace holds at most its share of the slots.
 pub async fn reconcile(
+    obj: Arc<DeserializeGuard<TemporaryCredential>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    if ctx.excluded(&ns) {
+        return Ok(Action::await_change());
+    }
+    let key = object_key(&obj);
+    let Some(_permit) = ctx.namespace_gate.try_enter(&ns) else {
+        return Ok(Action::requeue(guard::busy_retry(&key)));
+    };
+    match guard::contained(reconcile_object(obj.clone(), ctx.clone())).await {
+        Ok(Ok(action)) => {
+            ctx.error_backoff.succeeded(&key);
+            Ok(action)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            report_panic(&ctx, &obj, &panic).await;
+            Err(Error::Panicked(panic))
+        }
+    }
+}
+
+fn object_key(obj: &DeserializeGuard<TemporaryCredential>) -> String {
+    format!(
+        "TemporaryCredential/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+async fn reconcile_object(
     obj: Arc<DeserializeGuard<TemporaryCredential>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -64,6 +100,38 @@ pub async fn reconcile(
     }
     .run()
     .await
+}
+
+/// A reconcile panicked (a bug): say so on the object, keeping the rest of its status, and in an
+/// Event. The panic's text goes to the operator log only.
+async fn report_panic(ctx: &Context, obj: &DeserializeGuard<TemporaryCredential>, panic: &str) {
+    ctx.metrics.count_error("panic");
+    tracing::error!(object = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), panic, "reconcile panicked; contained, retrying with backoff");
+    let Ok(tc) = &obj.0 else {
+        return;
+    };
+    let message = "tcred hit an internal error reconciling this object (a bug: the operator log has the \
+                   details); it retries with backoff and keeps whatever the Secret holds"
+        .to_owned();
+    let prev = tc.status.clone().unwrap_or_default();
+    let base = Base {
+        now: Timestamp::now(),
+        generation: tc.metadata.generation,
+        prev: &prev,
+        target: prev.target.clone(),
+        secret_name: secret::secret_name(tc),
+    };
+    let next = status::after_problem(
+        &base,
+        &Problem::new(reasons::INTERNAL_ERROR, message.clone()),
+        prev.expires_at.as_ref().map(|t| t.0),
+    );
+    if let Err(error) = apply::patch_status(ctx, tc, &next).await {
+        warn!(%error, object = %tc.name_any(), "could not write the status after a contained panic");
+    }
+    if status::ready_reason(&prev) != Some(reasons::INTERNAL_ERROR) {
+        apply::publish(ctx, tc, true, reasons::INTERNAL_ERROR, "Reconcile", message).await;
+    }
 }
 
 /// Whether a reconcile can trust the cached object.
@@ -99,16 +167,18 @@ async fn fresh_if_cache_is_behind(ctx: &Context, tc: &TemporaryCredential) -> Re
     })
 }
 
-/// Requeue policy for reconcile errors (Kubernetes API failures): retry soon; the object's own
-/// schedule is in its status and is reached again on the next successful reconcile.
+/// Requeue policy for reconcile errors (Kubernetes API failures, contained panics): retry with a
+/// per-object backoff; the object's own schedule is in its status and is reached again on the
+/// next successful reconcile.
 pub fn error_policy(
     obj: Arc<DeserializeGuard<TemporaryCredential>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
     ctx.metrics.count_error(error.metric_label());
-    warn!(%error, object = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.error_backoff.failed(&object_key(&obj));
+    warn!(%error, object = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), retry_in_seconds = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// An object that does not deserialize (stored before a schema rule existed, or written around
@@ -229,6 +299,8 @@ impl Reconciler<'_> {
             policy: self.policy(),
             uid: &uid,
             source_version: source_version.as_deref(),
+            last_mint: super::plan::last_mint(&self.prev, &observed, self.now),
+            min_interval: self.ctx.config.min_mint_interval,
         });
         match decision {
             Plan::Conflict => {
@@ -280,13 +352,27 @@ impl Reconciler<'_> {
                 };
                 Ok(requeue_until(self.now, wake))
             }
+            Plan::Defer { until, reason } => {
+                let next = status::during_defer(&self.base(), reason, until, held_expiry);
+                self.write_status(&next).await?;
+                Ok(requeue_until(self.now, until))
+            }
             Plan::Mint(reason) => {
-                self.mint(reason, &source, &auth, held_expiry, rotate_request.as_deref())
-                    .await
+                let missing = matches!(observed, Observed::Missing);
+                self.mint(
+                    reason,
+                    &source,
+                    &auth,
+                    held_expiry,
+                    rotate_request.as_deref(),
+                    missing,
+                )
+                .await
             }
         }
     }
 
+    /// Mints (or takes the credential an earlier mint could not write) and writes it.
     async fn mint(
         &self,
         reason: MintReason,
@@ -294,8 +380,26 @@ impl Reconciler<'_> {
         auth: &authorize::Authorized<'_>,
         held_expiry: Option<Timestamp>,
         rotate_request: Option<&str>,
+        missing: bool,
     ) -> Result<Action, Error> {
-        let ns = self.namespace();
+        let uid = self.uid();
+        let spec_hash = secret::spec_hash(self.tc);
+        let min_left = self.ctx.config.min_credential_lifetime;
+        if let Some(waiting) = self.ctx.pending.take(&uid, &spec_hash, self.now, min_left) {
+            info!(object = %self.tc.name_any(), namespace = %self.namespace(), "writing a credential minted earlier");
+            return self
+                .write_minted(reason, auth, waiting, held_expiry, missing)
+                .await;
+        }
+        if self.write_unproven(reason)
+            && let Err(e) = self.dry_run_secret(missing).await
+        {
+            return match e {
+                DryRun::Appeared => Ok(Action::requeue(Duration::from_secs(1))),
+                DryRun::Refused(e) => self.write_failed(&e, held_expiry, source).await,
+            };
+        }
+
         // Whole seconds: issue times are written to the Secret at that precision, and a schedule
         // recomputed from them after a restart must match this one exactly.
         let started =
@@ -305,83 +409,136 @@ impl Reconciler<'_> {
             mint::mint(self.ctx, self.tc, source, auth).await
         };
         let source_label = source.label();
-        let skew = self.ctx.http.clock.seconds();
+        // The skew this very call measured (trusted hosts only), never another reconcile's.
+        let skew = match &result {
+            Ok(c) => c.clock_skew_seconds,
+            Err(e) => e.clock_skew_seconds,
+        };
         if let Some(s) = skew {
             self.ctx.metrics.huawei_clock_skew.set(s);
         }
-        let mut cred = match result {
+        let mut cred = match result.and_then(|c| usable(started, c, min_left)) {
             Ok(c) => c,
+            Err(e) if e.reason == Some(reasons::ENDPOINT_NOT_ALLOWED) => {
+                // Nothing was sent; only a change to the source (or the operator's flags) helps.
+                warn!(object = %self.tc.name_any(), namespace = %self.namespace(), error = %e.message, "endpoint not allowed");
+                return self
+                    .blocked(
+                        Problem::new(reasons::ENDPOINT_NOT_ALLOWED, e.message),
+                        held_expiry,
+                    )
+                    .await;
+            }
             Err(mut e) => {
-                let class = e.class;
-                if let Some(hint) = clock_hint(class, skew) {
+                if let Some(hint) = clock_hint(e.class, skew) {
                     e.message.push_str(&hint);
                 }
-                self.ctx
-                    .metrics
-                    .mints
-                    .get_or_create(&MintLabels {
-                        source: source_label,
-                        result: class.label().into(),
-                    })
-                    .inc();
-                self.ctx.metrics.count_error(&format!("mint_{}", class.label()));
-                let remaining = held_expiry.filter(|x| *x > self.now).map(|x| until(self.now, x));
-                let uid = self.uid();
-                let delay = retry_delay(RetryInput {
-                    attempt: u32::try_from(self.prev.failed_attempts)
-                        .unwrap_or(0)
-                        .saturating_add(1),
-                    class,
-                    retry_after: e.retry_after,
-                    remaining_validity: remaining,
-                    jitter_key: &uid,
-                });
-                let retry_at =
-                    self.now + jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
-                warn!(
-                    object = %self.tc.name_any(), namespace = %ns, reason = %reason, class = class.label(),
-                    retry_in_seconds = delay.as_secs(), error = %e.message, "mint failed"
-                );
-                let mut next = status::after_failure(
-                    &self.base(),
-                    class,
-                    &e.message,
-                    retry_at,
-                    held_expiry,
-                    source.resource_version().as_deref(),
-                );
-                mint::with_refusal_reason(&mut next, e.reason);
-                self.write_status(&next).await?;
-                return Ok(Action::requeue(delay));
+                return self.mint_failed(reason, e, source, held_expiry).await;
             }
         };
-        self.ctx
-            .metrics
-            .mints
-            .get_or_create(&MintLabels {
-                source: source_label,
-                result: "success".into(),
-            })
-            .inc();
+        self.ctx.metrics.record_mint(source_label, "success");
 
         // Everything here (the Secret, the status, the schedule) uses cluster time.
         let issued_expiry = cred.expires_at;
         cred.expires_at = expiry_in_cluster_time(started, issued_expiry, skew);
-        let renewal = renewal_time(started, cred.expires_at, self.policy(), &self.uid());
+        info!(
+            object = %self.tc.name_any(), namespace = %self.namespace(), reason = %reason, access_key_id = %cred.access_key_id,
+            expires_at = %secret::rfc3339(cred.expires_at), "credential minted"
+        );
+        let minted = PendingWrite {
+            spec_hash,
+            credential: cred,
+            issued_at: started,
+            issued_expiry,
+            rotate_request: rotate_request.map(str::to_owned),
+        };
+        self.write_minted(reason, auth, minted, held_expiry, missing)
+            .await
+    }
+
+    /// Whether the Secret write that follows this mint has not been seen to work: the first write,
+    /// a write after the Secret went or changed, a new spec (its labels and annotations), or a
+    /// retry after a failed write. Such a write is tried without effect (a dry run) before a
+    /// credential is minted for it.
+    fn write_unproven(&self, reason: MintReason) -> bool {
+        matches!(
+            reason,
+            MintReason::Initial
+                | MintReason::SecretMissing
+                | MintReason::SecretEdited
+                | MintReason::SpecChanged
+        ) || status::ready_reason(&self.prev) == Some(reasons::SECRET_WRITE_FAILED)
+    }
+
+    /// Tries the Secret write this mint will make, with a credential of the same shape, as a dry
+    /// run: a label the API server refuses, a full quota, a policy webhook or an immutable Secret
+    /// then costs no mint.
+    async fn dry_run_secret(&self, missing: bool) -> Result<(), DryRun> {
+        let now = self.now;
+        let placeholder = crate::cloud::IssuedCredential {
+            access_key_id: "X".repeat(20),
+            secret_access_key: crate::sensitive::SecretString::new("x".repeat(40)),
+            security_token: crate::sensitive::SecretString::new("x".repeat(2048)),
+            expires_at: now
+                .checked_add(jiff::SignedDuration::from_hours(1))
+                .unwrap_or(now),
+            clock_skew_seconds: None,
+        };
         let built = secret::build(
             self.tc,
-            &cred,
+            &placeholder,
+            Times {
+                issued_at: now,
+                renewal_at: now,
+            },
+        );
+        match apply::write_secret(self.ctx, &built, missing, true).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if missing && s.code == 409 => Err(DryRun::Appeared),
+            Err(e) => Err(DryRun::Refused(e)),
+        }
+    }
+
+    /// Writes a minted credential: created when no Secret existed (so a Secret that appeared
+    /// meanwhile is never adopted), applied otherwise. A failed write keeps the credential for the
+    /// next attempt, which writes it instead of minting again.
+    async fn write_minted(
+        &self,
+        reason: MintReason,
+        auth: &authorize::Authorized<'_>,
+        minted: PendingWrite,
+        held_expiry: Option<Timestamp>,
+        missing: bool,
+    ) -> Result<Action, Error> {
+        let uid = self.uid();
+        let cred = &minted.credential;
+        let started = minted.issued_at;
+        let renewal = renewal_time(started, cred.expires_at, self.policy(), &uid);
+        let built = secret::build(
+            self.tc,
+            cred,
             Times {
                 issued_at: started,
                 renewal_at: renewal.at,
             },
         );
-        apply::apply_secret(self.ctx, &built).await.map_err(Error::Kube)?;
+        if let Err(e) = apply::write_secret(self.ctx, &built, missing, false).await {
+            let source_version = self
+                .ctx
+                .source_of(self.tc)
+                .ok()
+                .and_then(|s| s.resource_version());
+            self.ctx.pending.keep(&uid, minted.clone(), self.now);
+            return self
+                .write_failed_after_mint(&e, held_expiry, source_version.as_deref(), missing)
+                .await;
+        }
+        self.ctx.pending.forget(&uid);
         self.remove_renamed_secret().await;
 
         let shortened_from = auth
             .duration
-            .filter(|d| lifetime_shortened(started, issued_expiry, *d));
+            .filter(|d| lifetime_shortened(started, minted.issued_expiry, *d));
         let mut next = status::after_mint(
             &self.base(),
             &Minted {
@@ -390,12 +547,12 @@ impl Reconciler<'_> {
                 expires_at: cred.expires_at,
                 renewal,
                 shortened_from,
-                rotate_request,
+                rotate_request: minted.rotate_request.as_deref(),
             },
         );
         info!(
-            object = %self.tc.name_any(), namespace = %ns, reason = %reason, access_key_id = %cred.access_key_id,
-            expires_at = %secret::rfc3339(cred.expires_at), renewal_at = %secret::rfc3339(renewal.at), "credential minted"
+            object = %self.tc.name_any(), namespace = %self.namespace(), reason = %reason, access_key_id = %cred.access_key_id,
+            renewal_at = %secret::rfc3339(renewal.at), "credential written"
         );
         let owed = self.owed_restarts(&mut next).await;
         self.write_status(&next).await?;
@@ -403,6 +560,141 @@ impl Reconciler<'_> {
             self.now,
             retry_restarts(self.now, renewal.at, owed),
         ))
+    }
+
+    /// A mint failed: the status says why and when the next attempt is; backoff grows with each
+    /// failure and never waits past a quarter of what the Secret still holds.
+    async fn mint_failed(
+        &self,
+        reason: MintReason,
+        e: mint::MintError,
+        source: &super::context::Source,
+        held_expiry: Option<Timestamp>,
+    ) -> Result<Action, Error> {
+        let class = e.class;
+        self.ctx.metrics.record_mint(source.label(), class.label());
+        self.ctx.metrics.count_error(&format!("mint_{}", class.label()));
+        let (delay, retry_at) = self.retry(class, e.retry_after, held_expiry);
+        warn!(
+            object = %self.tc.name_any(), namespace = %self.namespace(), reason = %reason, class = class.label(),
+            retry_in_seconds = delay.as_secs(), error = %e.message, "mint failed"
+        );
+        let mut next = status::after_failure(
+            &self.base(),
+            class,
+            &e.message,
+            retry_at,
+            held_expiry,
+            source.resource_version().as_deref(),
+        );
+        mint::with_refusal_reason(&mut next, e.reason);
+        self.write_status(&next).await?;
+        Ok(Action::requeue(delay))
+    }
+
+    /// When the next attempt after a failure of `class` is due.
+    fn retry(
+        &self,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+        held_expiry: Option<Timestamp>,
+    ) -> (Duration, Timestamp) {
+        let remaining = held_expiry.filter(|x| *x > self.now).map(|x| until(self.now, x));
+        let uid = self.uid();
+        let delay = retry_delay(RetryInput {
+            attempt: u32::try_from(self.prev.failed_attempts)
+                .unwrap_or(0)
+                .saturating_add(1),
+            class,
+            retry_after,
+            remaining_validity: remaining,
+            jitter_key: &uid,
+        });
+        let retry_at = jiff::SignedDuration::try_from(delay)
+            .ok()
+            .and_then(|d| self.now.checked_add(d).ok())
+            .unwrap_or(Timestamp::MAX);
+        (delay, retry_at)
+    }
+
+    /// The Secret cannot be written (seen in the dry run): nothing is minted until it can.
+    async fn write_failed(
+        &self,
+        e: &kube::Error,
+        held_expiry: Option<Timestamp>,
+        source: &super::context::Source,
+    ) -> Result<Action, Error> {
+        let message = format!(
+            "the Secret cannot be written, so nothing was minted: {}",
+            super::kube_message(e)
+        );
+        self.secret_write_failed(e, message, held_expiry, source.resource_version().as_deref())
+            .await
+    }
+
+    /// A credential was minted but its Secret write failed: it is kept and only the write is
+    /// retried.
+    async fn write_failed_after_mint(
+        &self,
+        e: &kube::Error,
+        held_expiry: Option<Timestamp>,
+        source_version: Option<&str>,
+        missing: bool,
+    ) -> Result<Action, Error> {
+        let appeared = missing && matches!(e, kube::Error::Api(s) if s.code == 409);
+        let message = if appeared {
+            format!(
+                "a Secret named {} was created by someone else while tcred minted; tcred does not adopt it",
+                secret::secret_name(self.tc)
+            )
+        } else {
+            format!(
+                "a credential was minted but the Secret write failed: {}; tcred keeps the credential and retries only the write",
+                super::kube_message(e)
+            )
+        };
+        self.secret_write_failed(e, message, held_expiry, source_version)
+            .await
+    }
+
+    async fn secret_write_failed(
+        &self,
+        e: &kube::Error,
+        message: String,
+        held_expiry: Option<Timestamp>,
+        source_version: Option<&str>,
+    ) -> Result<Action, Error> {
+        let class = apply::error_class(e);
+        self.ctx.metrics.count_error("secret_write");
+        let (delay, retry_at) = self.retry(class, None, held_expiry);
+        warn!(
+            object = %self.tc.name_any(), namespace = %self.namespace(), class = class.label(),
+            retry_in_seconds = delay.as_secs(), error = %message, "Secret write failed"
+        );
+        let mut next = status::after_failure(
+            &self.base(),
+            class,
+            &message,
+            retry_at,
+            held_expiry,
+            source_version,
+        );
+        let detail = crate::api::condition::find(&next.conditions, crate::api::condition::types::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or(message);
+        crate::api::condition::set_condition(
+            &mut next.conditions,
+            crate::api::condition::ConditionUpdate {
+                type_: crate::api::condition::types::READY,
+                status: false,
+                reason: reasons::SECRET_WRITE_FAILED,
+                message: detail,
+            },
+            self.tc.metadata.generation,
+            self.now,
+        );
+        self.write_status(&next).await?;
+        Ok(Action::requeue(delay))
     }
 
     /// Nothing can be minted: record why, keep whatever the Secret holds.
@@ -484,11 +776,39 @@ impl Reconciler<'_> {
     }
 }
 
+/// Why a dry run of the Secret write did not pass.
+enum DryRun {
+    /// A Secret of that name appeared since the reconcile found none.
+    Appeared,
+    /// The API server refused the write.
+    Refused(kube::Error),
+}
+
+/// A credential issued with less than `min_left` of validity is a failed mint (retried with
+/// backoff), never written: writing it would make the next renewal due at once.
+fn usable(
+    issued_at: Timestamp,
+    cred: crate::cloud::IssuedCredential,
+    min_left: Duration,
+) -> Result<crate::cloud::IssuedCredential, mint::MintError> {
+    match crate::schedule::check_issued(issued_at, cred.expires_at, min_left) {
+        Ok(()) => Ok(cred),
+        Err(message) => Err(mint::MintError {
+            class: ErrorClass::Server,
+            message: format!("{message} (--min-credential-lifetime)"),
+            retry_after: None,
+            reason: None,
+            clock_skew_seconds: cred.clock_skew_seconds,
+        }),
+    }
+}
+
 fn action_of(reason: &str) -> &'static str {
     match reason {
         reasons::ISSUED | reasons::ROTATED => "Mint",
         reasons::RENEWAL_FAILING | reasons::EXPIRED | reasons::MINT_FAILED => "Mint",
         reasons::DENIED => "Authorize",
+        reasons::SECRET_WRITE_FAILED => "Write",
         _ => "Reconcile",
     }
 }

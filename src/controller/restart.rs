@@ -22,11 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{apply::publish, context::Context, kube_message};
-use crate::{
-    api::{
-        RestartKind, RolloutRestartTarget, TemporaryCredential, annotations, condition::reasons, opted_in,
-    },
-    metrics::NamespaceLabels,
+use crate::api::{
+    RestartKind, RolloutRestartTarget, TemporaryCredential, annotations, condition::reasons, opted_in,
 };
 
 /// The annotation `kubectl rollout restart` stamps on a pod template.
@@ -141,12 +138,7 @@ pub async fn restart_targets(
         for (what, outcome) in outcomes {
             match outcome {
                 Ok(Restart::Restarted) => {
-                    ctx.metrics
-                        .rollout_restarts
-                        .get_or_create(&NamespaceLabels {
-                            namespace: ns.clone(),
-                        })
-                        .inc();
+                    ctx.metrics.record_restart(&ns);
                     publish(
                         ctx,
                         tc,

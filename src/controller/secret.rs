@@ -1,5 +1,22 @@
 //! The managed Secret: building it from an issued credential (pure), reading back what a live
 //! Secret holds, and the hashes that tell a restarted controller whether it is still good.
+//!
+//! What tcred trusts in a Secret it manages (review H5, L3):
+//! - **Only its own keys.** The data hash (`tcred.dev/data-hash`) covers exactly the keys tcred
+//!   writes ([`keys::ALL`]). A key someone else adds is ignored: it is not hashed, so it does not
+//!   make the Secret look edited (and trigger a re-mint), and it is not removed: tcred never
+//!   applies it, so a server-side apply leaves it to the field manager that wrote it.
+//! - **The data, not the annotations.** The expiry is read from the hashed data key
+//!   `HUAWEICLOUD_SDK_EXPIRES_AT`; the `tcred.dev/expires-at` annotation is a mirror, rewritten
+//!   when it disagrees. The `tcred.dev/issued-at` annotation is covered by the data hash; when it
+//!   was edited, the issue time the status recorded (`lastRotationTime`) is used if the hash
+//!   vouches for it, and the annotation is rewritten; otherwise the Secret counts as edited.
+//!   Either way an edited annotation neither keeps a credential past its real expiry nor counts as
+//!   a rotation.
+//!
+//! The hash is not a signature: whoever can write the Secret can also recompute it. It tells
+//! edits apart from tcred's own writes; it does not stop someone who may write the Secret from
+//! breaking the credential in it.
 
 use std::collections::BTreeMap;
 
@@ -72,18 +89,35 @@ fn short_hash(data: &[u8]) -> String {
     hex::encode(&Sha256::digest(data)[..12])
 }
 
-/// Hash of the Secret's data, to detect edits. A one-way hash of high-entropy keys; it reveals
-/// nothing about them.
-pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
+/// Hash of tcred's own keys in the Secret's data and of the credential's issue time, to detect
+/// edits. A one-way hash of high-entropy keys; it reveals nothing about them. Keys tcred does not
+/// write are left out (see the module doc).
+pub fn data_hash(data: &BTreeMap<String, ByteString>, issued_at: Timestamp) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tcred-secret-data-v2");
+    hash_own_keys(&mut h, data);
+    let issued = rfc3339(issued_at);
+    h.update((issued.len() as u64).to_be_bytes());
+    h.update(issued.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The hash written before it covered the issue time. Still accepted (the Secret then gets its
+/// metadata rewritten with the current hash), so an upgrade re-mints nothing.
+fn legacy_data_hash(data: &BTreeMap<String, ByteString>) -> String {
     let mut h = Sha256::new();
     h.update(b"tcred-secret-data-v1");
-    for (k, v) in data {
+    hash_own_keys(&mut h, data);
+    hex::encode(h.finalize())
+}
+
+fn hash_own_keys(h: &mut Sha256, data: &BTreeMap<String, ByteString>) {
+    for (k, v) in data.iter().filter(|(k, _)| keys::ALL.contains(&k.as_str())) {
         h.update((k.len() as u64).to_be_bytes());
         h.update(k.as_bytes());
         h.update((v.0.len() as u64).to_be_bytes());
         h.update(&v.0);
     }
-    hex::encode(h.finalize())
 }
 
 /// The INI file for `HUAWEICLOUD_SDK_CREDENTIALS_FILE`. The SDK's explicit providers read
@@ -127,14 +161,15 @@ pub fn build(tc: &TemporaryCredential, cred: &IssuedCredential, times: Times) ->
     with_data(tc, data, cred.expires_at, times)
 }
 
-/// The Secret for `tc` carrying `data` unchanged (for refreshing labels and annotations
-/// without minting).
+/// The Secret for `tc` carrying tcred's own keys of `data` unchanged (for refreshing labels and
+/// annotations without minting). Other keys are left out, so the apply leaves them as they are.
 pub fn with_data(
     tc: &TemporaryCredential,
-    data: BTreeMap<String, ByteString>,
+    mut data: BTreeMap<String, ByteString>,
     expires_at: Timestamp,
     times: Times,
 ) -> Secret {
+    data.retain(|k, _| keys::ALL.contains(&k.as_str()));
     let template = &tc.spec.secret;
     let mut labels_out = template.labels.clone();
     labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
@@ -145,7 +180,7 @@ pub fn with_data(
     ann.insert(annotations::RENEWAL_TIME.into(), rfc3339(times.renewal_at));
     ann.insert(annotations::ISSUED_AT.into(), rfc3339(times.issued_at));
     ann.insert(annotations::SPEC_HASH.into(), spec_hash(tc));
-    ann.insert(annotations::DATA_HASH.into(), data_hash(&data));
+    ann.insert(annotations::DATA_HASH.into(), data_hash(&data, times.issued_at));
     ann.insert(TEMPLATE_HASH.into(), template_hash(tc));
 
     Secret {
@@ -181,13 +216,17 @@ pub enum Observed {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManagedSecret {
-    /// All keys present and the data hash matches: nobody edited it.
+    /// All of tcred's keys present and the data hash matches: nobody edited them.
     pub intact: bool,
     pub spec_hash_matches: bool,
-    /// Labels, annotations and owner references are what the spec asks for.
+    /// Labels, annotations and owner references are what the spec asks for, and the schedule
+    /// annotations mirror what the data hash vouches for.
     pub metadata_current: bool,
     pub access_key_id: Option<String>,
+    /// When the credential was issued: the `tcred.dev/issued-at` annotation when the data hash
+    /// vouches for it, else the status' `lastRotationTime` when the hash vouches for that.
     pub issued_at: Option<Timestamp>,
+    /// When the credential expires, from the data key `HUAWEICLOUD_SDK_EXPIRES_AT`.
     pub expires_at: Option<Timestamp>,
 }
 
@@ -205,12 +244,43 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
     let ann = secret.annotations();
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
-    let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
     let all_keys = keys::ALL
         .iter()
         .all(|k| data.get(*k).is_some_and(|v| !v.0.is_empty()));
-    let intact = all_keys && ann.get(annotations::DATA_HASH) == Some(&data_hash(data));
+    let issued_annotation = ann
+        .get(annotations::ISSUED_AT)
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let expires_at = data
+        .get(keys::EXPIRES_AT)
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .and_then(|v| v.trim().parse::<Timestamp>().ok());
+    let written_hash = ann.get(annotations::DATA_HASH);
+    let vouched = |t: &Timestamp| written_hash == Some(&data_hash(data, *t));
+    let recorded_issue = tc
+        .status
+        .as_ref()
+        .and_then(|s| s.last_rotation_time.as_ref())
+        .map(|t| t.0);
+    // (intact, issue time, whether the issued-at annotation needs no rewrite)
+    let (intact, issued_at, issued_current) = if !all_keys {
+        (false, issued_annotation, true)
+    } else if let Some(t) = issued_annotation.filter(vouched) {
+        (true, Some(t), true)
+    } else if let Some(t) = recorded_issue.filter(vouched) {
+        // The annotation was edited; the status knows the real issue time.
+        (true, Some(t), false)
+    } else if written_hash == Some(&legacy_data_hash(data)) {
+        (true, issued_annotation, false)
+    } else {
+        (false, issued_annotation, true)
+    };
+    let expires_current = match expires_at {
+        Some(exp) => ann.get(annotations::EXPIRES_AT) == Some(&rfc3339(exp)),
+        None => true,
+    };
     let metadata_current = ann.get(TEMPLATE_HASH) == Some(&template_hash(tc))
+        && issued_current
+        && expires_current
         && secret.metadata.owner_references.clone().unwrap_or_default()
             == owner_references(tc).unwrap_or_default();
     Observed::Managed(ManagedSecret {
@@ -220,8 +290,8 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
         access_key_id: data
             .get(keys::ACCESS_KEY)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned()),
-        issued_at: time(annotations::ISSUED_AT),
-        expires_at: time(annotations::EXPIRES_AT),
+        issued_at,
+        expires_at,
     })
 }
 
@@ -329,11 +399,10 @@ mod tests {
 
         let mut s = build(&t, &credential("AKID1", 3_600), times());
         s.data.as_mut().unwrap().remove(keys::CREDENTIALS_FILE);
-        s.metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .insert(annotations::DATA_HASH.into(), data_hash(s.data.as_ref().unwrap()));
+        s.metadata.annotations.as_mut().unwrap().insert(
+            annotations::DATA_HASH.into(),
+            data_hash(s.data.as_ref().unwrap(), times().issued_at),
+        );
         let Observed::Managed(m) = observe(&t, Some(&s)) else {
             panic!()
         };
@@ -381,5 +450,233 @@ mod tests {
         assert_eq!(secret_name(&t), "billing");
         t.spec.secret.name = Some("billing-creds".into());
         assert_eq!(secret_name(&t), "billing-creds");
+    }
+    fn managed(t: &TemporaryCredential, s: &Secret) -> ManagedSecret {
+        match observe(t, Some(s)) {
+            Observed::Managed(m) => m,
+            other => panic!("not managed: {other:?}"),
+        }
+    }
+
+    fn annotate(s: &mut Secret, key: &str, value: &str) {
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(key.into(), value.into());
+    }
+
+    #[test]
+    fn a_key_someone_else_added_is_neither_an_edit_nor_removed() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("EXTRA".into(), ByteString(b"added by someone".to_vec()));
+        let m = managed(&t, &s);
+        assert!(m.intact && m.metadata_current, "{m:?}");
+        assert_eq!(m.access_key_id.as_deref(), Some("AKID1"));
+
+        // Re-applying the metadata carries only tcred's keys: the apply does not take the other
+        // key over, so it stays with whoever wrote it.
+        let relabelled = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        let keys_written: Vec<_> = relabelled.data.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(keys_written.len(), keys::ALL.len());
+        assert!(!keys_written.contains(&"EXTRA".to_owned()));
+        assert_eq!(
+            relabelled.metadata.annotations.as_ref().unwrap()[annotations::DATA_HASH],
+            s.metadata.annotations.as_ref().unwrap()[annotations::DATA_HASH]
+        );
+    }
+
+    #[test]
+    fn an_edited_expiry_annotation_is_ignored_and_rewritten() {
+        // Review L3: `tcred.dev/expires-at=9999-01-01T00:00:00Z` kept the credential for ever.
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        annotate(&mut s, annotations::EXPIRES_AT, "9999-01-01T00:00:00Z");
+        let m = managed(&t, &s);
+        assert!(m.intact);
+        assert_eq!(m.expires_at, Some(Timestamp::from_second(3_600).unwrap()));
+        assert!(!m.metadata_current, "the mirror is rewritten");
+
+        let relabelled = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        assert_eq!(
+            relabelled.metadata.annotations.as_ref().unwrap()[annotations::EXPIRES_AT],
+            "1970-01-01T01:00:00Z"
+        );
+        assert!(managed(&t, &relabelled).metadata_current);
+    }
+
+    #[test]
+    fn an_edited_expiry_in_the_data_is_an_edit() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data.as_mut().unwrap().insert(
+            keys::EXPIRES_AT.into(),
+            ByteString(b"9999-01-01T00:00:00Z".to_vec()),
+        );
+        assert!(!managed(&t, &s).intact);
+    }
+
+    #[test]
+    fn an_edited_issue_time_is_recovered_from_the_status_or_counts_as_an_edit() {
+        // Review L3: a later `tcred.dev/issued-at` counted as a rotation and restarted workloads.
+        let mut t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        annotate(&mut s, annotations::ISSUED_AT, "1970-01-01T00:30:00Z");
+
+        // The status recorded the real issue time: the hash vouches for it.
+        t.status = Some(crate::api::TemporaryCredentialStatus {
+            last_rotation_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                times().issued_at,
+            )),
+            rotations: 1,
+            ..Default::default()
+        });
+        let m = managed(&t, &s);
+        assert!(m.intact);
+        assert_eq!(m.issued_at, Some(times().issued_at));
+        assert!(!m.metadata_current, "the annotation is rewritten");
+
+        // Without that record nothing vouches for any issue time: the Secret was edited.
+        let m = managed(&tc("billing"), &s);
+        assert!(!m.intact);
+    }
+
+    #[test]
+    fn a_secret_written_before_the_hash_covered_the_issue_time_stays_intact_and_is_rewritten() {
+        let t = tc("billing");
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        let legacy = legacy_data_hash(s.data.as_ref().unwrap());
+        annotate(&mut s, annotations::DATA_HASH, &legacy);
+        let m = managed(&t, &s);
+        assert!(m.intact && !m.metadata_current, "{m:?}");
+        assert_eq!(m.issued_at, Some(times().issued_at));
+    }
+
+    #[test]
+    fn times_at_the_edge_of_time_format_without_panicking() {
+        for t0 in [Timestamp::MIN, Timestamp::MAX, Timestamp::UNIX_EPOCH] {
+            assert!(!rfc3339(t0).is_empty());
+            let mut cred = credential("AKID1", 0);
+            cred.expires_at = t0;
+            let times = Times {
+                issued_at: t0,
+                renewal_at: t0,
+            };
+            let _ = observe(&tc("billing"), Some(&build(&tc("billing"), &cred, times)));
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,30}",
+                "[-+0-9TZ:.]{0,30}",
+                (-377_705_116_800i64..253_402_207_200)
+                    .prop_map(|s| Timestamp::from_second(s).unwrap().to_string()),
+            ]
+        }
+
+        fn tcred_key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(keys::ALL.to_vec()).prop_map(str::to_owned),
+                proptest::sample::select(vec![
+                    annotations::EXPIRES_AT,
+                    annotations::ISSUED_AT,
+                    annotations::DATA_HASH,
+                    annotations::SPEC_HASH,
+                    TEMPLATE_HASH,
+                ])
+                .prop_map(str::to_owned),
+                ".{0,20}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn observing_any_annotations_and_data_never_panics(
+                ann in proptest::collection::btree_map(tcred_key(), any_text(), 0..8),
+                data in proptest::collection::btree_map(
+                    tcred_key(),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    0..8,
+                ),
+                start_from_built in any::<bool>(),
+            ) {
+                let t = tc("billing");
+                let mut s = if start_from_built {
+                    build(&t, &credential("AKID1", 3_600), times())
+                } else {
+                    Secret {
+                        metadata: ObjectMeta {
+                            labels: Some(BTreeMap::from([
+                                (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+                                (labels::CREDENTIAL.to_owned(), "billing".to_owned()),
+                            ])),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    }
+                };
+                s.metadata.annotations.get_or_insert_default().extend(ann);
+                let d = s.data.get_or_insert_default();
+                for (k, v) in data {
+                    d.insert(k, ByteString(v));
+                }
+                let _ = observe(&t, Some(&s));
+            }
+
+            #[test]
+            fn a_built_secret_reads_back_intact_with_its_access_key_and_expiry(
+                ak in "[A-Z0-9]{1,24}",
+                sk in ".{1,40}",
+                token in ".{1,200}",
+                issued in 946_684_800i64..4_102_444_800,
+                lifetime in 0i64..40 * 86_400,
+                renewal in any::<i64>(),
+            ) {
+                let t = tc("billing");
+                let cred = IssuedCredential {
+                    access_key_id: ak.clone(),
+                    secret_access_key: sk.into(),
+                    security_token: token.into(),
+                    expires_at: Timestamp::from_second(issued + lifetime).unwrap(),
+                    clock_skew_seconds: None,
+                };
+                let times = Times {
+                    issued_at: Timestamp::from_second(issued).unwrap(),
+                    renewal_at: Timestamp::from_second(renewal.rem_euclid(4_102_444_800)).unwrap(),
+                };
+                let m = managed(&t, &build(&t, &cred, times));
+                prop_assert!(m.intact && m.spec_hash_matches && m.metadata_current, "{m:?}");
+                prop_assert_eq!(m.access_key_id, Some(ak));
+                prop_assert_eq!(m.expires_at, Some(cred.expires_at));
+                prop_assert_eq!(m.issued_at, Some(times.issued_at));
+            }
+
+            #[test]
+            fn building_a_secret_for_any_times_never_panics(
+                expires in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                issued in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+                nanos in 0i32..1_000_000_000,
+            ) {
+                let t = tc("billing");
+                let mut cred = credential("AKID1", 0);
+                cred.expires_at = Timestamp::new(expires, nanos).unwrap_or(Timestamp::MAX);
+                let times = Times {
+                    issued_at: Timestamp::from_second(issued).unwrap(),
+                    renewal_at: Timestamp::from_second(issued).unwrap(),
+                };
+                let _ = observe(&t, Some(&build(&t, &cred, times)));
+            }
+        }
     }
 }

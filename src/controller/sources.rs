@@ -212,7 +212,7 @@ pub fn status_for(
                     format!("the session ended at {at}"),
                 );
             } else {
-                let soon = *expires - signed(warning) <= now;
+                let soon = expires.checked_sub(signed(warning)).ok().is_none_or(|t| t <= now);
                 set(
                     &mut s,
                     types::READY,
@@ -295,11 +295,16 @@ pub fn next_check(
     now: Timestamp,
     warning: Duration,
 ) -> Duration {
-    let mut wake = now + signed(RECHECK);
+    // Checked arithmetic: the expiry comes from a Secret anyone in the namespace may write.
+    let mut wake = now.checked_add(signed(RECHECK)).unwrap_or(Timestamp::MAX);
     if let Check::Session(Ok(expires)) = check {
-        for t in [Some(*expires - signed(warning)), Some(*expires), refresh_at]
-            .into_iter()
-            .flatten()
+        for t in [
+            expires.checked_sub(signed(warning)).ok(),
+            Some(*expires),
+            refresh_at,
+        ]
+        .into_iter()
+        .flatten()
         {
             if t > now && t < wake {
                 wake = t;
@@ -519,7 +524,12 @@ async fn refresh<K: SourceResource>(
     now: Timestamp,
 ) -> Result<Session, String> {
     let refresh_token = session.refresh_token.as_ref().ok_or("no refresh token")?;
-    let eps = endpoints::resolve(&session.region, view.endpoints).map_err(|e| e.to_string())?;
+    // A namespaced source's endpoints must be allowed before its tokens go anywhere.
+    let overrides = match K::KIND {
+        SourceKind::CredentialSource => endpoints::Overrides::Namespaced(ctx.http.policy()),
+        SourceKind::ClusterCredentialSource => endpoints::Overrides::Admin,
+    };
+    let eps = endpoints::resolve(&session.region, view.endpoints, overrides).map_err(|e| e.to_string())?;
     let tokens = oidc::refresh(
         &ctx.http,
         &eps.oidc,
@@ -828,6 +838,24 @@ mod tests {
         assert_eq!(
             next_check(&check, Some(t(8_800)), t(8_700), warning),
             Duration::from_secs(100)
+        );
+    }
+    #[test]
+    fn next_check_does_not_panic_on_a_session_expiry_at_the_edge_of_time() {
+        // Review C1: `expires - warning` overflowed for a session expiring at Timestamp::MIN.
+        let warning = Duration::from_secs(DAY);
+        for expires in [Timestamp::MIN, Timestamp::MAX] {
+            let check = Check::Session(Ok(expires));
+            for now in [t(0), Timestamp::MIN, Timestamp::MAX] {
+                let d = next_check(&check, Some(Timestamp::MIN), now, warning);
+                assert!(d >= Duration::from_secs(1) && d <= RECHECK, "{d:?}");
+            }
+        }
+        let d = next_check(&Check::Session(Ok(t(100))), None, t(0), Duration::MAX);
+        assert_eq!(
+            d,
+            Duration::from_secs(100),
+            "the expiry itself, an absurd warning ignored"
         );
     }
 }

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::authorize::Problem;
+use super::{authorize::Problem, plan::MintReason};
 use crate::{
     api::{
         TemporaryCredentialStatus,
@@ -267,6 +267,37 @@ pub fn during_backoff(base: &Base<'_>, secret_expires_at: Option<Timestamp>) -> 
     s
 }
 
+/// A mint is due but held back until `until`, the least interval after the last one. Ready stays
+/// True while the Secret holds a credential that is still valid (reason MintDeferred says what is
+/// waiting), and is False when it holds none.
+pub fn during_defer(
+    base: &Base<'_>,
+    reason: MintReason,
+    until: Timestamp,
+    secret_expires_at: Option<Timestamp>,
+) -> TemporaryCredentialStatus {
+    let mut s = base.start();
+    s.renewal_time = Some(Time(until));
+    s.expires_at = secret_expires_at.map(Time);
+    let waiting = format!(
+        "{reason}; the next mint waits until {}, the least interval after the last one",
+        fmt(until)
+    );
+    match secret_expires_at.filter(|e| *e > base.now) {
+        Some(exp) => base.ready(
+            &mut s,
+            true,
+            reasons::MINT_DEFERRED,
+            format!(
+                "{waiting}; the Secret keeps the current credential, valid until {}",
+                fmt(exp)
+            ),
+        ),
+        None => base.ready(&mut s, false, reasons::MINT_DEFERRED, waiting),
+    }
+    s
+}
+
 /// Nothing can be minted until someone fixes the spec, the source or a policy.
 pub fn after_problem(
     base: &Base<'_>,
@@ -513,5 +544,42 @@ mod tests {
                 .message
                 .contains("valid until 1970-01-01T01:00:00Z")
         );
+    }
+    #[test]
+    fn a_deferred_mint_says_what_waits_and_until_when() {
+        let ok = minted(&Default::default(), 0);
+        let kept = during_defer(&base(10, &ok), MintReason::RotateRequested, t(30), Some(t(3600)));
+        assert_eq!(ready(&kept), ("True", reasons::MINT_DEFERRED));
+        assert_eq!(kept.renewal_time, Some(Time(t(30))));
+        assert_eq!(kept.rotations, 1, "deferring is no rotation");
+        assert_eq!(kept.last_rotate_request, None, "the request stays pending");
+        let msg = &find(&kept.conditions, types::READY).unwrap().message;
+        assert!(
+            msg.contains("rotation was requested") && msg.contains("1970-01-01T00:00:30Z"),
+            "{msg}"
+        );
+        let gone = during_defer(&base(10, &ok), MintReason::SecretMissing, t(30), None);
+        assert_eq!(ready(&gone), ("False", reasons::MINT_DEFERRED));
+        assert_eq!(gone.expires_at, None);
+    }
+
+    #[test]
+    fn a_failed_mint_counts_the_attempt_and_schedules_the_retry_in_the_future() {
+        // A credential refused as nearly expired (review M1) is a failure like any other: the
+        // attempt counter rises and the retry time is the backoff's, so the plan waits for it.
+        let ok = minted(&Default::default(), 0);
+        let f = after_failure(
+            &base(2400, &ok),
+            SERVER,
+            "the endpoint issued a credential that expires in 3 s; at least 60 s is required",
+            t(2405),
+            Some(t(3600)),
+            Some("7"),
+        );
+        assert_eq!(f.failed_attempts, 1);
+        assert_eq!(f.renewal_time, Some(Time(t(2405))));
+        assert_eq!(f.last_failure_source_version.as_deref(), Some("7"));
+        assert_eq!(f.observed_generation, Some(3));
+        assert_eq!(f.rotations, ok.rotations, "a refused credential is no rotation");
     }
 }

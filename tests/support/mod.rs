@@ -416,6 +416,11 @@ pub struct OperatorOptions<'a> {
     pub lease_namespace: Option<&'a str>,
     pub identity: &'a str,
     pub rust_log: &'a str,
+    /// `--min-mint-interval` and `--min-credential-lifetime`. Tests rotate credentials of 30 s
+    /// lifetimes and edit or delete Secrets seconds apart, so the defaults here are short; the
+    /// attack tests use [`OperatorOptions::production`]'s values.
+    pub min_mint_interval: &'a str,
+    pub min_credential_lifetime: &'a str,
     pub extra: Vec<String>,
 }
 
@@ -427,7 +432,21 @@ impl Default for OperatorOptions<'_> {
             lease_namespace: None,
             identity: "op",
             rust_log: "info",
+            min_mint_interval: "5s",
+            min_credential_lifetime: "10s",
             extra: vec![],
+        }
+    }
+}
+
+impl OperatorOptions<'_> {
+    /// The controller's own defaults for the mint-loop guards (30 s between mints, 60 s of
+    /// validity at issue), as a production installation runs.
+    pub fn production() -> Self {
+        Self {
+            min_mint_interval: "30s",
+            min_credential_lifetime: "60s",
+            ..Default::default()
         }
     }
 }
@@ -459,6 +478,8 @@ impl Operator {
             "--mint-rate-total=0".to_owned(),
             // The simulators listen on loopback; namespaced sources may name them.
             "--allowed-endpoint-hosts=127.0.0.1,localhost".to_owned(),
+            format!("--min-mint-interval={}", o.min_mint_interval),
+            format!("--min-credential-lifetime={}", o.min_credential_lifetime),
         ];
         if let Some(ns) = o.namespace {
             args.push(format!("--namespace={ns}"));
@@ -806,4 +827,205 @@ pub async fn login(args: &[&str], sim: &Simulator, user: &str) -> String {
 pub fn apiserver_url() -> String {
     let port = std::fs::read_to_string(cluster_dir().join("apiserver.port")).expect("apiserver.port");
     format!("https://127.0.0.1:{}", port.trim())
+}
+
+// === Hostile input (tests/hostile.rs, tests/corpus.rs) ===
+
+impl Simulator {
+    /// Like [`Simulator::start`], listening on `listen` (e.g. `[::1]:0`, a loopback address the
+    /// operator's endpoint allowlist does not name).
+    pub async fn start_on(config: &Value, listen: &str) -> Self {
+        tcred::cloud::http::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.yaml");
+        std::fs::write(&path, serde_yaml::to_string(config).expect("yaml")).expect("write sim config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
+            .args(["--config", path.to_str().expect("path"), "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the simulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("join")
+        .expect("read simulator address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Replaces the simulator's hostile setting (docs/simulator.md, "Hostile mode"); `{}` ends it.
+    pub async fn set_hostile(&self, hostile: Value) {
+        self.control(reqwest::Method::PUT, "hostile", Some(hostile)).await;
+    }
+
+    /// What clients sent: `{idTokens, accessTokens, refreshTokens, clientSecrets}`.
+    pub async fn received(&self) -> Value {
+        self.control(reqwest::Method::GET, "received", None).await
+    }
+
+    /// Every `id_token` the simulator received on AssumeAgencyWithOIDC.
+    pub async fn received_id_tokens(&self) -> Vec<String> {
+        self.received().await["idTokens"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn reset_stats(&self) {
+        self.control(reqwest::Method::POST, "reset-stats", None).await;
+    }
+
+    /// Calls of the mint operations (AssumeAgency, AssumeAgencyWithOIDC, GetAgencyCredentials)
+    /// since the last reset, whatever their answer.
+    pub async fn mint_calls(&self) -> u64 {
+        let stats = self.stats().await;
+        ["AssumeAgency", "AssumeAgencyWithOIDC", "GetAgencyCredentials"]
+            .iter()
+            .filter_map(|op| stats["requestsByOperation"][op].as_u64())
+            .sum()
+    }
+
+    /// Every API request (control calls aside) since the last reset.
+    pub async fn api_requests(&self) -> u64 {
+        self.stats().await["requests"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Whether process `pid` still runs (it has not exited; a child that exited is a zombie until
+/// reaped).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|state| !state.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// The peak resident set size (`VmHWM`) of process `pid`, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The lines of a process log that report a panic (Rust's `thread '…' panicked at …`, or a
+/// contained reconcile panic reported as such).
+pub fn panic_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("panicked"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The issuer of the API server's ServiceAccount tokens, from its
+/// `/.well-known/openid-configuration` (the local apiserver's URL when the document is missing).
+pub async fn apiserver_issuer(client: &Client) -> String {
+    let req = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .expect("request");
+    match client.request_text(req).await {
+        Ok(text) => serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["issuer"].as_str().map(str::to_owned))
+            .unwrap_or_else(apiserver_url),
+        Err(_) => apiserver_url(),
+    }
+}
+
+/// Whether the API server accepts `token` as its own: a TokenReview naming no audiences (so the
+/// API server checks against its own).
+pub async fn token_accepted(client: &Client, token: &str) -> bool {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+    let out = Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("TokenReview");
+    out.status.and_then(|s| s.authenticated).unwrap_or(false)
+}
+
+/// Server-side apply like [`apply`], returning the API server's refusal message instead of
+/// panicking.
+pub async fn try_apply(client: &Client, manifest: &Value) -> Result<(), String> {
+    let gvk = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: manifest["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: manifest["kind"].as_str().unwrap_or_default().into(),
+    })
+    .map_err(|e| format!("not a Kubernetes object: {e}"))?;
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| format!("unknown kind: {e}"))?;
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let api: Api<kube::core::DynamicObject> = match (caps.scope, manifest["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply("tcred-tests").force(),
+            &Patch::Apply(manifest),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(s.message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A namespace with exactly this name (no random suffix).
+pub async fn create_named_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// The Ready condition's (status, reason, message) of any object with conditions in its status
+/// (TemporaryCredential, CredentialSource, ClusterCredentialSource).
+pub fn ready_condition(obj: &Value) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("status"), s("reason"), s("message"))
+        })
 }

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::hostile::{Hostile, Received};
 use crate::state::{DeviceStatus, FaultScope, Faults, SharedSim, lock};
 
 /// Control errors are plain `{"error": "..."}`; they are for test code, not for SDKs.
@@ -154,6 +155,32 @@ pub async fn put_lifetime(State(sim): State<SharedSim>, body: axum::body::Bytes)
     }
     lock(&sim.knobs).credential_seconds = l.credential_seconds;
     Json(json!({"credentialSeconds": l.credential_seconds})).into_response()
+}
+
+pub async fn get_hostile(State(sim): State<SharedSim>) -> Json<Hostile> {
+    Json(lock(&sim.knobs).hostile.clone())
+}
+
+/// Replaces the whole hostile setting (`{}` turns hostile mode off).
+pub async fn put_hostile(State(sim): State<SharedSim>, body: axum::body::Bytes) -> Response {
+    let hostile: Hostile = match parse(&body) {
+        Ok(h) => h,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    if let Err(m) = hostile.validate() {
+        return error(StatusCode::BAD_REQUEST, m);
+    }
+    lock(&sim.knobs).hostile = hostile.clone();
+    Json(hostile).into_response()
+}
+
+pub async fn received(State(sim): State<SharedSim>) -> Json<Received> {
+    Json(lock(&sim.received).clone())
+}
+
+pub async fn clear_received(State(sim): State<SharedSim>) -> Json<Value> {
+    *lock(&sim.received) = Received::default();
+    Json(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod control;
 mod error;
+mod hostile;
 mod jwt;
 mod middleware;
 mod oidc;
@@ -75,6 +76,12 @@ pub fn router(sim: SharedSim) -> Router {
             "/control/lifetime",
             get(control::get_lifetime).put(control::put_lifetime),
         )
+        .route(
+            "/control/hostile",
+            get(control::get_hostile).put(control::put_hostile),
+        )
+        .route("/control/received", get(control::received))
+        .route("/control/received/clear", post(control::clear_received))
         .route("/control/device/approve", post(control::approve))
         .route("/control/device/deny", post(control::deny))
         .route("/control/device/pending", get(control::pending))
@@ -580,5 +587,109 @@ identityCenter:
             (401, Some("IdentityCenter.401"))
         );
         assert_eq!(h.get("/v1/assigned-accounts", None).await.0, 401);
+    }
+
+    #[tokio::test]
+    async fn hostile_mode_rewrites_answers_and_records_what_it_received() {
+        let h = start().await;
+        let put = |body: Value| {
+            let http = h.http.clone();
+            let url = format!("{}/control/hostile", h.base);
+            async move { http.put(url).json(&body).send().await.unwrap() }
+        };
+        let assume = json!({"agency_urn": AGENCY, "agency_session_name": "op"});
+
+        // A raw expiry override and a Date header 50 minutes ahead, on STS only.
+        let resp = put(
+            json!({"operations": ["AssumeAgency"], "expiration": "-009999-01-02T01:59:59Z",
+                              "dateOffsetSeconds": 3000}),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let (status, v) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["credentials"]["expiration"], "-009999-01-02T01:59:59Z");
+        assert_eq!(v["credentials"]["access_key_id"].as_str().map(str::len), Some(20));
+
+        let resp = put(json!({"dateOffsetSeconds": 3000})).await;
+        assert_eq!(resp.status(), 200);
+        let payload = serde_json::to_vec(&assume).unwrap();
+        let hdrs = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        let req = Request {
+            method: "POST",
+            host: &h.host,
+            path: "/v5/agencies/assume",
+            query: &[],
+            headers: &hdrs,
+            body: &payload,
+        };
+        let mut rb = h.http.post(format!("{}/v5/agencies/assume", h.base));
+        for (k, v) in &sign(&user(), &req, jiff::Timestamp::now()).headers {
+            if !k.eq_ignore_ascii_case("host") {
+                rb = rb.header(k, v);
+            }
+        }
+        let resp = rb.body(payload).send().await.unwrap();
+        let date = resp.headers()["date"].to_str().unwrap().to_owned();
+        let date = jiff::fmt::rfc2822::parse(&date).unwrap().timestamp();
+        let ahead = date.duration_since(jiff::Timestamp::now()).as_secs();
+        assert!((2990..=3001).contains(&ahead), "Date is {ahead} s ahead");
+
+        // Malformed JSON on a 200.
+        put(json!({"malformedJson": true})).await;
+        let (status, v) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!((status, v), (200, Value::Null), "the body does not parse");
+
+        // A huge body: exactly N bytes, streamed without Content-Length.
+        put(json!({"hugeBodyBytes": 5_000_000})).await;
+        let (status, _) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!(status, 200);
+        let token = sign_with(
+            EC_PKCS8_B64,
+            "k1",
+            &claims(
+                "system:serviceaccount:team-a:billing",
+                json!("sts.huaweicloud"),
+                600,
+            ),
+        );
+        let oidc = json!({"provider_urn": PROVIDER, "agency_urn": AGENCY, "agency_session_name": "k8s", "id_token": token});
+        let resp = h
+            .http
+            .post(format!("{}/v5/agencies/assume-with-oidc", h.base))
+            .json(&oidc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("content-length").is_none());
+        assert_eq!(resp.bytes().await.unwrap().len(), 5_000_000);
+
+        // A slow body still arrives whole.
+        put(json!({"slowBodySeconds": 1})).await;
+        let started = std::time::Instant::now();
+        let (status, v) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["credentials"]["expiration"].is_string());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+
+        // Bad settings are refused; {} turns hostile mode off.
+        assert_eq!(put(json!({"slowBodySeconds": 100000})).await.status(), 400);
+        assert_eq!(put(json!({"operations": ["Nope"]})).await.status(), 400);
+        assert_eq!(put(json!({})).await.status(), 200);
+        let (_, current) = h.get("/control/hostile", None).await;
+        assert_eq!(current, json!({}));
+        let (status, v) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!(status, 200);
+        assert!(v["credentials"]["expiration"].as_str().unwrap().starts_with("20"));
+
+        // What the hostile endpoint received, for TokenReview.
+        h.get("/v1/assigned-accounts", Some("portal-token-1")).await;
+        let (_, received) = h.get("/control/received", None).await;
+        assert_eq!(received["idTokens"], json!([token]));
+        assert_eq!(received["accessTokens"], json!(["portal-token-1"]));
+        h.post("/control/received/clear", json!({})).await;
+        let (_, received) = h.get("/control/received", None).await;
+        assert_eq!(received["idTokens"], json!([]));
     }
 }

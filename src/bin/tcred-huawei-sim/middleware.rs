@@ -1,15 +1,17 @@
 //! The layer around every OIDC, portal and STS route: names the operation, injects faults
 //! (latency, 429 throttling, 500/503 errors), stamps `X-Request-Id`, and feeds the counters and
-//! the event log.
+//! the event log; applies hostile mode (see `hostile.rs`) and records what clients sent.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, X_REQUEST_ID, code, new_request_id};
+use crate::hostile::{Hostile, Received, drip, huge_body};
 use crate::state::{FaultScope, Knobs, SharedSim, lock};
 
 /// Response extension a handler attaches when it issued credentials for an agency URN.
@@ -134,21 +136,33 @@ fn fault_response(fault: Fault) -> Option<Response> {
 
 pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Response {
     let op = Operation::of(req.method(), req.uri().path());
-    let (latency_ms, fault) = {
+    let req = match record_received(&sim, op, req).await {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    let (latency_ms, fault, hostile) = {
         let mut knobs = lock(&sim.knobs);
         let eligible = op != Operation::Unknown && (op.is_mint() || knobs.faults.scope == FaultScope::All);
+        let hostile = knobs.hostile.applies_to(op).then(|| knobs.hostile.clone());
         if eligible {
-            (knobs.faults.latency_ms, decide(&mut knobs))
+            (knobs.faults.latency_ms, decide(&mut knobs), hostile)
         } else {
-            (0, Fault::None)
+            (0, Fault::None, hostile)
         }
     };
     if latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
-    let mut resp = match fault_response(fault) {
-        Some(r) => r,
-        None => next.run(req).await,
+    // Hostile mode changes real answers only; an injected fault is sent as it is.
+    let (mut resp, hostile) = match fault_response(fault) {
+        Some(r) => (r, None),
+        None => {
+            let resp = next.run(req).await;
+            match hostile {
+                Some(h) => (hostile_body(&h, op, resp).await, Some(h)),
+                None => (resp, None),
+            }
+        }
     };
 
     let minted = resp.extensions_mut().remove::<Minted>().map(|m| m.0);
@@ -157,14 +171,74 @@ pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Re
     {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    // Huawei Cloud's clock, as a client sees it (the server would add the host's otherwise).
-    if let Ok(v) = HeaderValue::from_str(&http_date(sim.now())) {
+    // Huawei Cloud's clock, as a client sees it (the server would add the host's otherwise); a
+    // hostile `dateOffsetSeconds` moves this header only.
+    let offset = hostile.and_then(|h| h.date_offset_seconds).unwrap_or(0);
+    let date = sim
+        .now()
+        .checked_add(jiff::SignedDuration::from_secs(offset))
+        .unwrap_or_else(|_| sim.now());
+    if let Ok(v) = HeaderValue::from_str(&http_date(date)) {
         resp.headers_mut().insert(axum::http::header::DATE, v);
     }
     let status = resp.status().as_u16();
     tracing::debug!(operation = op.name(), status, "request");
     lock(&sim.stats).record(op.name(), status, minted.filter(|_| status == 200));
     resp
+}
+
+/// Request bodies read for recording are capped like axum's own `Bytes` extractor.
+const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
+
+/// Records the tokens and secrets a request carries (see [`Received`]) and hands the request on
+/// unchanged (its body re-assembled when it had to be read).
+async fn record_received(sim: &SharedSim, op: Operation, req: Request) -> Result<Request, Response> {
+    if Received::wants_access_token(op)
+        && let Some(token) = req.headers().get("access-token").and_then(|v| v.to_str().ok())
+    {
+        lock(&sim.received).record_access_token(token);
+    }
+    if !Received::wants_body(op) {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_REQUEST,
+            "request body too large",
+        )
+        .into_response()
+    })?;
+    lock(&sim.received).record_body(op, &bytes);
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The handler's answer as hostile mode sends it: a huge 200 (streamed), or the rewritten body
+/// (malformed, expiry override), dripped when `slowBodySeconds` is set.
+async fn hostile_body(h: &Hostile, op: Operation, resp: Response) -> Response {
+    if !h.touches_body() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(total) = h.huge_body_bytes {
+        parts.status = StatusCode::OK;
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Response::from_parts(parts, Body::from_stream(huge_body(total)));
+    }
+    // The handlers' own answers are small JSON documents.
+    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY)
+        .await
+        .unwrap_or_default();
+    let bytes = h.rewrite(op, bytes);
+    let body = match h.slow_body_seconds {
+        Some(seconds) => Body::from_stream(drip(bytes, seconds)),
+        None => Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// RFC 9110 `IMF-fixdate`: `Tue, 24 Nov 2026 15:53:37 GMT`.

@@ -15,6 +15,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ExpirationUnit};
+use crate::hostile::{Hostile, Received};
 use crate::jwt::Provider;
 use tcred::sensitive::SecretString;
 
@@ -304,6 +305,8 @@ pub struct Knobs {
     /// Alternates injected errors between 500 and 503.
     pub errors_injected: u64,
     pub credential_seconds: Option<u64>,
+    /// Hostile answers (`PUT /control/hostile`); the default is a well-behaved cloud.
+    pub hostile: Hostile,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -364,6 +367,8 @@ pub struct Sim {
     pub keys: Mutex<HashMap<String, TempKey>>,
     pub knobs: Mutex<Knobs>,
     pub stats: Mutex<Stats>,
+    /// What clients sent (tokens, secrets), for `GET /control/received`.
+    pub received: Mutex<Received>,
 }
 
 pub type SharedSim = Arc<Sim>;
@@ -376,6 +381,7 @@ impl Sim {
             keys: Mutex::default(),
             knobs: Mutex::default(),
             stats: Mutex::default(),
+            received: Mutex::default(),
         }
     }
 

@@ -9,8 +9,10 @@
 #      validated server-side (kubectl apply --dry-run=server), ServiceMonitor and PrometheusRule
 #      against the real prometheus-operator CRDs (from the Go module proxy, pinned below)
 #   4. helm install into a fresh namespace that enforces the "restricted" Pod Security Standard:
-#      Deployment, ReplicaSet and pods appear; effective RBAC; CRDs annotated keep
-#   5. helm upgrade with changed values: the Deployment changes, a new ReplicaSet appears
+#      Deployment, ReplicaSet and pods appear; effective RBAC (no ServiceAccount tokens, no
+#      TokenReviews, no workload patches by default); CRDs annotated keep
+#   5. helm upgrade with changed values: the Deployment changes, a new ReplicaSet appears; with
+#      rbac.webIdentity / rbac.rolloutRestarts on, exactly their rights appear
 #   6. helm uninstall: the Deployment and RBAC are gone, the CRDs remain
 #   7. a namespace-scoped install (watchNamespace): the RBAC shape and effective permissions
 #
@@ -46,6 +48,7 @@ PASSED=0 FAILED=0
 
 ALL_TOGGLES=metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,grafana.dashboard.enabled=true
 ALL_TOGGLES+=,networkPolicy.enabled=true,podDisruptionBudget.enabled=true,prometheusRule.runbookBaseUrl=https://example.com/ops
+ALL_TOGGLES+=,rbac.webIdentity.enabled=true,rbac.rolloutRestarts.enabled=true
 SCOPED="watchNamespace=$NS_WATCHED,rbac.sourceSecrets[0].namespace=$NS_SOURCES"
 SCOPED+=",rbac.sourceSecrets[0].names[0]=corp-ic-session"
 
@@ -98,7 +101,13 @@ extraArgs: ["--concurrency=8"]
 extraEnv: [{name: HTTPS_PROXY, value: "http://proxy.example.com:3128"}]
 tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
 topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]
-controller: {concurrency: 8, mintRate: 2.5, mintBurst: 5, sessionWarning: 48h}
+controller:
+  concurrency: 8
+  mintRate: 2.5
+  mintBurst: 5
+  sessionWarning: 48h
+  allowedEndpointHosts: [sts.example.com, "*.corp.example", "idp.example.com:8443", "[::1]"]
+  excludeNamespaces: [team-scoped, team-other]
 leaderElection: {leaseName: tcred-chart-test, leaseDurationSeconds: 20, leaseGraceSeconds: 6}
 metrics:
   service: {annotations: {example.com/note: chart-test}}
@@ -124,6 +133,9 @@ check "replicas without leader election are refused" \
   bash -c "! '$HELM' template x '$CHART' --set leaderElection.enabled=false"
 check "unknown values are refused (schema)" bash -c "! '$HELM' template x '$CHART' --set noSuchValue=1"
 check "a bad logFormat is refused (schema)" bash -c "! '$HELM' template x '$CHART' --set logFormat=xml"
+check "a bad excludeNamespaces entry is refused (schema)" \
+  bash -c "! '$HELM' template x '$CHART' --set 'controller.excludeNamespaces={Not_A_Namespace}'"
+check "rbac.webIdentity needs a boolean (schema)" bash -c "! '$HELM' template x '$CHART' --set rbac.webIdentity.enabled=maybe"
 
 # --- 2. offline checks ---------------------------------------------------------------------------
 
@@ -162,6 +174,19 @@ for d in docs:
             assert d["kind"] == "Role", f"ClusterRole {d['metadata']['name']} grants secrets"
             assert ns == sys.argv[2] or r.get("resourceNames"), f"Role {ns}/{d['metadata']['name']}: {r}"
 EOF
+
+check "the allowlist and excluded namespaces reach the controller's flags" python3 - "$WORK/all.yaml" <<'EOF'
+import sys, yaml
+d = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Deployment")
+args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+want = ["--allowed-endpoint-hosts=sts.example.com,*.corp.example,idp.example.com:8443,[::1]",
+        "--exclude-namespaces=team-scoped,team-other"]
+assert all(w in args for w in want), args
+EOF
+check "by default: no ServiceAccount tokens, TokenReviews or workload patches in any RBAC" bash -c \
+  "'$HELM' template '$REL' '$CHART' -n '$NS' > '$WORK/defaults.yaml' && '$HELM' template '$REL_SCOPED' '$CHART' -n '$NS_SCOPED' --set '$SCOPED' >> '$WORK/defaults.yaml' \
+   && ! grep -nE 'serviceaccounts|tokenreviews|openid-configuration|deployments|statefulsets|daemonsets' '$WORK/defaults.yaml' \
+   && ! grep -nE -- '--allowed-endpoint-hosts|--exclude-namespaces' '$WORK/defaults.yaml'"
 
 ((FAILED == 0)) || { echo "offline checks failed: stopping before touching the cluster" >&2; exit 1; }
 
@@ -249,9 +274,11 @@ for crd in temporarycredentials credentialsources clustercredentialsources; do
     "$(jp "crd/$crd.tcred.dev" "" '{.metadata.annotations.helm\.sh/resource-policy}')" keep
 done
 check "operator can watch secrets cluster-wide" can_i watch secrets -A
-check "operator can create ServiceAccount tokens" can_i create serviceaccounts --subresource=token -n default
-check "operator can patch deployments (rollout restarts)" can_i patch deployments.apps -n default
-check "operator can list statefulsets (restart targets by selector)" can_i list statefulsets.apps -n default
+check "by default the operator cannot create ServiceAccount tokens" cannot_i create serviceaccounts --subresource=token -n default
+check "by default the operator cannot read ServiceAccounts" cannot_i get serviceaccounts -n default
+check "by default the operator cannot create TokenReviews" cannot_i create tokenreviews.authentication.k8s.io
+check "by default the operator cannot patch or list workloads" bash -c \
+  "! '$KUBECTL' auth can-i patch deployments.apps -n default --as=system:serviceaccount:$NS:$SA && ! '$KUBECTL' auth can-i list statefulsets.apps -n default --as=system:serviceaccount:$NS:$SA && ! '$KUBECTL' auth can-i patch daemonsets.apps -n default --as=system:serviceaccount:$NS:$SA"
 check "operator can patch credential status" can_i patch temporarycredentials.tcred.dev --subresource=status -n default
 check "operator can update leases in $NS" can_i update leases.coordination.k8s.io -n "$NS"
 check "operator cannot touch leases elsewhere" cannot_i update leases.coordination.k8s.io -n default
@@ -279,7 +306,7 @@ kind: TemporaryCredential
 metadata: {name: refused, namespace: $NS}
 spec:
   sourceRef: {kind: ClusterCredentialSource, name: $REL-nobody}
-  agencyUrn: "iam::0123456789:agency:ops"
+  agencyUrn: "iam::0123456789abcdef0123456789abcdef:agency:ops"
 EOF2
   ) && { echo "accepted: $out"; return 1; }
   [[ $out == *"namespace $NS is not allowed to use ClusterCredentialSource $REL-nobody"* ]] || { echo "$out"; return 1; }
@@ -288,10 +315,22 @@ eventually 30 "a credential the ClusterCredentialSource does not allow is refuse
 
 # --- 5. upgrade ----------------------------------------------------------------------------------
 
-step "helm upgrade $REL --set replicaCount=3,logLevel=debug"
+UPGRADE=replicaCount=3,logLevel=debug,rbac.webIdentity.enabled=true,rbac.rolloutRestarts.enabled=true
+UPGRADE+=",controller.allowedEndpointHosts={sts.example.com},controller.excludeNamespaces={team-scoped}"
+step "helm upgrade $REL --set $UPGRADE"
 OLD_TEMPLATE=$(jp "$DEPLOY" "$NS" '{.metadata.generation}')
-"$HELM" upgrade "$REL" "$CHART" -n "$NS" --take-ownership --set replicaCount=3,logLevel=debug >/dev/null
+"$HELM" upgrade "$REL" "$CHART" -n "$NS" --take-ownership --set "$UPGRADE" >/dev/null
 pass "upgraded"
+check "rbac.webIdentity: the operator can create ServiceAccount tokens" can_i create serviceaccounts --subresource=token -n default
+check "rbac.webIdentity: the operator can read ServiceAccounts (opt-in annotation)" can_i get serviceaccounts -n default
+check "rbac.webIdentity: the operator can create TokenReviews" can_i create tokenreviews.authentication.k8s.io
+check "rbac.webIdentity: still no ServiceAccount writes" cannot_i update serviceaccounts -n default
+check "rbac.rolloutRestarts: the operator can patch deployments" can_i patch deployments.apps -n default
+check "rbac.rolloutRestarts: the operator can list statefulsets (selectors)" can_i list statefulsets.apps -n default
+check "rbac.rolloutRestarts: still no workload deletes" cannot_i delete deployments.apps -n default
+check "args carry the allowlist and the excluded namespaces" equals \
+  "$(jp "$DEPLOY" "$NS" '{.spec.template.spec.containers[0].args}')" \
+  '["controller","--allowed-endpoint-hosts=sts.example.com","--exclude-namespaces=team-scoped"]'
 check "Deployment has 3 replicas" equals "$(jp "$DEPLOY" "$NS" '{.spec.replicas}')" 3
 check "RUST_LOG=debug" equals \
   "$(jp "$DEPLOY" "$NS" '{.spec.template.spec.containers[0].env[?(@.name=="RUST_LOG")].value}')" debug
@@ -319,14 +358,19 @@ check "CRDs remain" k get crd temporarycredentials.tcred.dev credentialsources.t
 # --- 7. namespace-scoped install -----------------------------------------------------------------
 
 step "helm install $REL_SCOPED -n $NS_SCOPED --set watchNamespace=$NS_WATCHED (second install: crds.enabled=false)"
-"$HELM" install "$REL_SCOPED" "$CHART" -n "$NS_SCOPED" --set "$SCOPED,crds.enabled=false,replicaCount=1" >/dev/null
+"$HELM" install "$REL_SCOPED" "$CHART" -n "$NS_SCOPED" \
+  --set "$SCOPED,crds.enabled=false,replicaCount=1,rbac.webIdentity.enabled=true,rbac.rolloutRestarts.enabled=true" >/dev/null
 pass "installed"
 SA=$REL_SCOPED SA_NS=$NS_SCOPED
 check "TCRED_NAMESPACE=$NS_WATCHED" equals \
   "$(jp "deployment/$REL_SCOPED" "$NS_SCOPED" '{.spec.template.spec.containers[0].env[?(@.name=="TCRED_NAMESPACE")].value}')" "$NS_WATCHED"
 check "no cluster-wide ClusterRole $REL_SCOPED" gone "clusterrole/$REL_SCOPED"
 check "ClusterRole $REL_SCOPED-cluster names only cluster-scoped resources" bash -c \
-  "'$KUBECTL' get clusterrole '$REL_SCOPED-cluster' -o json | python3 -c 'import json,sys; r=json.load(sys.stdin)[\"rules\"]; res={x for y in r for x in y[\"resources\"]}; assert res=={\"clustercredentialsources\",\"clustercredentialsources/status\",\"namespaces\"}, res'"
+  "'$KUBECTL' get clusterrole '$REL_SCOPED-cluster' -o json | python3 -c 'import json,sys; r=json.load(sys.stdin)[\"rules\"]; res={x for y in r for x in y.get(\"resources\", [])}; assert res=={\"clustercredentialsources\",\"clustercredentialsources/status\",\"namespaces\",\"tokenreviews\"}, res'"
+check "rbac.webIdentity scoped: ServiceAccount tokens in $NS_WATCHED only" bash -c \
+  "'$KUBECTL' auth can-i create serviceaccounts --subresource=token -n $NS_WATCHED --as=system:serviceaccount:$SA_NS:$SA && ! '$KUBECTL' auth can-i create serviceaccounts --subresource=token -n default --as=system:serviceaccount:$SA_NS:$SA"
+check "rbac.rolloutRestarts scoped: workload patches in $NS_WATCHED only" bash -c \
+  "'$KUBECTL' auth can-i patch deployments.apps -n $NS_WATCHED --as=system:serviceaccount:$SA_NS:$SA && ! '$KUBECTL' auth can-i patch deployments.apps -n default --as=system:serviceaccount:$SA_NS:$SA"
 check "Role $REL_SCOPED in $NS_WATCHED" k get role "$REL_SCOPED" -n "$NS_WATCHED"
 check "can manage secrets in $NS_WATCHED" can_i create secrets -n "$NS_WATCHED"
 check "can watch TemporaryCredentials in $NS_WATCHED" can_i watch temporarycredentials.tcred.dev -n "$NS_WATCHED"

@@ -61,7 +61,9 @@ up() {
   kubectl -n "$NS" create secret generic corp-ak \
     --from-literal=accessKeyId=HPUACIBOT00000000001 \
     --from-literal=secretAccessKey=CiBotSecretKey0123456789abcdefghijABCDEF \
-    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    --dry-run=client -o yaml \
+    | kubectl label --local -f - -o yaml tcred.dev/source-kind=CredentialSource tcred.dev/source-name=corp \
+    | kubectl apply -f - >/dev/null
   kubectl apply -f - <<EOF
 apiVersion: tcred.dev/v1alpha1
 kind: CredentialSource

@@ -162,7 +162,7 @@ async fn admission_refuses_exactly_what_the_controller_denies() {
             agency(ACCOUNT, AGENCY, "1h"),
             agency(ACCOUNT, AGENCY, "2h"),
             agency(ACCOUNT, AGENCY, "3h"),
-            agency("999999", AGENCY, "1h"),
+            agency("fedcba9876543210fedcba9876543210", AGENCY, "1h"),
             agency(ACCOUNT, "admin", "1h"),
             permission_set(ACCOUNT, "ReadOnlyAccess"),
             permission_set(ACCOUNT, "AdministratorAccess"),

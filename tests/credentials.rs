@@ -372,6 +372,49 @@ async fn invalid_manifests_are_refused_by_kubectl_apply_with_a_readable_message(
                        "rolloutRestartTargets": [{"kind": "Deployment", "name": "web", "selector": {}}]}),
                 "set exactly one of name or selector",
             ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY),
+                       "rolloutRestartTargets": [{"kind": "Deployment", "selector": {}}]}),
+                "an empty selector would select every workload",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": "iam::0123456789:agency:ops"}),
+                "agencyUrn must be iam::<account id: 32 lower-case hex digits>",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"labels": {"bad key!": "x"}}}),
+                "keys must be [prefix/]name",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY),
+                       "secret": {"labels": {format!("{}.example.com/team", "a".repeat(250)): "x"}}}),
+                "keys must be [prefix/]name",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"labels": {"team": "not a value"}}}),
+                "spec.secret.labels.team",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"labels": {"team": "x".repeat(64)}}}),
+                "spec.secret.labels.team",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"annotations": {"-bad": "x"}}}),
+                "keys must be [prefix/]name",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"annotations": {"note": "x".repeat(4097)}}}),
+                "spec.secret.annotations.note",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY),
+                       "secret": {"annotations": (0..33).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}}),
+                "spec.secret.annotations",
+            ),
+            (
+                json!({"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {"name": "a..b"}}),
+                "spec.secret.name",
+            ),
         ];
         for (spec, expected) in cases {
             let manifest = json!({
@@ -382,6 +425,19 @@ async fn invalid_manifests_are_refused_by_kubectl_apply_with_a_readable_message(
             assert!(!ok, "kubectl apply accepted {spec}");
             assert!(output.contains(expected), "message for {spec} should mention {expected:?}: {output}");
         }
+        // Everything Kubernetes accepts on a Secret, the schema accepts too.
+        let valid = json!({
+            "apiVersion": "tcred.dev/v1alpha1", "kind": "TemporaryCredential",
+            "metadata": {"name": "good", "namespace": ns},
+            "spec": {"sourceRef": {"name": "corp"}, "agencyUrn": agency_urn(AGENCY), "secret": {
+                "name": "billing.creds-1",
+                "labels": {"app.kubernetes.io/part-of": "billing", "a": "", "X_y.z-1": "V_1.2-3",
+                           format!("{}.example.com/{}", "a".repeat(63), "n".repeat(63)): "v".repeat(63)},
+                "annotations": {"example.com/note": "x".repeat(4096), "plain": "any text: at all"},
+            }},
+        });
+        let (ok, output) = kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &valid.to_string());
+        assert!(ok, "valid labels and annotations refused: {output}");
         let source = json!({
             "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
             "metadata": {"name": "bad", "namespace": ns},

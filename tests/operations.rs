@@ -226,8 +226,16 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
     .await;
 }
 
-/// A Deployment labelled `team: <team>` whose container loads `secret` as environment variables.
+/// A Deployment labelled `team: <team>` whose container loads `secret` as environment variables,
+/// and which lets the TemporaryCredential `secret` restart it (`tcred.dev/restart-on-rotation`).
 fn deployment(ns: &str, name: &str, team: &str, secret: &str) -> serde_json::Value {
+    let mut d = deployment_without_opt_in(ns, name, team, secret);
+    d["metadata"]["annotations"] = json!({annotations::RESTART_ON_ROTATION: secret});
+    d
+}
+
+/// The same Deployment, without the restart opt-in annotation.
+fn deployment_without_opt_in(ns: &str, name: &str, team: &str, secret: &str) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns, "labels": {"team": team}},
@@ -286,7 +294,17 @@ async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what
         for (name, team) in [("web", "pay"), ("worker", "pay"), ("other", "ops")] {
             apply(&client, deployment(&ns, name, team, "billing")).await;
         }
-        for name in ["web", "worker", "other"] {
+        // web opts in to both credentials that name or select it
+        let mut web = deployment(&ns, "web", "pay", "billing");
+        web["metadata"]["annotations"][annotations::RESTART_ON_ROTATION] = json!("billing, reports");
+        apply(&client, web).await;
+        // selected by billing, but it never opted in
+        apply(
+            &client,
+            deployment_without_opt_in(&ns, "stranger", "pay", "billing"),
+        )
+        .await;
+        for name in ["web", "worker", "other", "stranger"] {
             wait_replica_sets(&client, &ns, name, 1).await;
         }
         let op = Operator::start("restart-selector", &ns).await;
@@ -375,6 +393,28 @@ async fn selector_targets_restart_what_they_match_and_a_retry_restarts_only_what
             "other is not selected"
         );
         assert_eq!(replica_sets_of(&client, &ns, "other").await, 1);
+        let refused = wait_for(Duration::from_secs(30), "a RestartNotAllowed Event", || async {
+            let events = events_for(&client, &ns, "billing").await;
+            events
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reasons::RESTART_NOT_ALLOWED))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .next()
+        })
+        .await;
+        let note = refused.note.unwrap_or_default();
+        assert!(
+            note.contains("Deployment/stranger") && note.contains("tcred.dev/restart-on-rotation=billing"),
+            "{note}"
+        );
+        assert_eq!(refused.type_.as_deref(), Some("Warning"));
+        assert_eq!(
+            restart_stamp(&client, &ns, "stranger").await,
+            None,
+            "stranger never opted in"
+        );
+        assert_eq!(replica_sets_of(&client, &ns, "stranger").await, 1);
         let m = op.metrics().await;
         assert_eq!(
             sample(&m, &format!("tcred_rollout_restarts_total{{namespace=\"{ns}\"}}")),

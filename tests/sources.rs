@@ -14,7 +14,7 @@ use kube::{
 use serde_json::json;
 use support::*;
 use tcred::api::{
-    CredentialSource,
+    CredentialSource, annotations,
     condition::{find, reasons, types},
 };
 
@@ -61,6 +61,151 @@ async fn wait_source(
         },
     )
     .await
+}
+
+#[tokio::test]
+async fn a_source_uses_only_the_secrets_labelled_for_it() {
+    with_namespace("secret-binding", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        // where a borrowing source would send another source's key or tokens
+        let thief = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "official", &sim).await;
+        identity_center_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("secret-binding", &ns).await;
+        let out = login(
+            &["--source", "corp", "-n", &ns, "--start-url", START_URL],
+            &sim,
+            "alice",
+        )
+        .await;
+        assert!(out.contains("Logged in"), "{out}");
+
+        // Second sources naming the same Secrets, without limits and with their own endpoints;
+        // and an access key Secret nobody labelled.
+        credential_source(
+            &client,
+            &ns,
+            "borrow-ak",
+            json!({
+                "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "official-ak"}},
+                "endpoints": {"sts": thief.url},
+            }),
+        )
+        .await;
+        credential_source(
+            &client,
+            &ns,
+            "borrow-session",
+            json!({
+                "identityCenter": {"region": "ap-southeast-1", "sessionSecretRef": {"name": "corp-session"}},
+                "endpoints": {"oidc": thief.url, "portal": thief.url},
+            }),
+        )
+        .await;
+        create_secret(
+            &client,
+            &ns,
+            "loose-ak",
+            &[
+                ("accessKeyId", "AKLOOSEKEY0123456789"),
+                ("secretAccessKey", CI_BOT_SK),
+            ],
+        )
+        .await;
+        credential_source(
+            &client,
+            &ns,
+            "loose",
+            json!({
+                "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "loose-ak"}},
+                "endpoints": {"sts": thief.url},
+            }),
+        )
+        .await;
+
+        for (source, secret) in [
+            ("borrow-ak", "official-ak"),
+            ("borrow-session", "corp-session"),
+            ("loose", "loose-ak"),
+        ] {
+            let msg = wait_source(
+                &client,
+                &ns,
+                source,
+                types::READY,
+                "False",
+                Duration::from_secs(30),
+            )
+            .await;
+            assert!(
+                msg.contains(&format!(
+                    "Secret {ns}/{secret} is not bound to CredentialSource {source}"
+                )) && msg.contains(&format!(
+                    "tcred.dev/source-kind=CredentialSource and tcred.dev/source-name={source}"
+                )),
+                "{source}: {msg}"
+            );
+            let src = Api::<CredentialSource>::namespaced(client.clone(), &ns)
+                .get(source)
+                .await
+                .unwrap();
+            let status = src.status.unwrap();
+            assert_eq!(
+                find(&status.conditions, types::READY).unwrap().reason,
+                reasons::SECRET_NOT_BOUND
+            );
+            assert_eq!(
+                status.access_key_id, None,
+                "{source}: nothing is read from an unbound Secret"
+            );
+        }
+
+        apply(&client, agency_credential(&ns, "via-ak", "borrow-ak", json!({}))).await;
+        apply(
+            &client,
+            permission_set_credential(&ns, "via-session", "borrow-session", "ReadOnlyAccess"),
+        )
+        .await;
+        apply(&client, agency_credential(&ns, "via-loose", "loose", json!({}))).await;
+        apply(&client, agency_credential(&ns, "legit", "official", json!({}))).await;
+        for name in ["via-ak", "via-session", "via-loose"] {
+            let tc = wait_ready_reason(
+                &client,
+                &ns,
+                name,
+                reasons::SECRET_NOT_BOUND,
+                Duration::from_secs(30),
+            )
+            .await;
+            assert!(
+                ready_message(&tc).contains("is not bound to CredentialSource"),
+                "{name}: {}",
+                ready_message(&tc)
+            );
+            assert!(
+                get_secret(&client, &ns, name).await.is_none(),
+                "{name}: no Secret"
+            );
+        }
+        // the sources the Secrets belong to keep working
+        wait_ready_reason(&client, &ns, "legit", reasons::ISSUED, Duration::from_secs(30)).await;
+        wait_source(
+            &client,
+            &ns,
+            "corp",
+            types::READY,
+            "True",
+            Duration::from_secs(30),
+        )
+        .await;
+        let heard = thief.stats().await;
+        assert_eq!(
+            heard["requestsByOperation"].as_object().map(|o| o.len()),
+            Some(0),
+            "{heard}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -408,13 +553,24 @@ async fn web_identity_source(client: &kube::Client, ns: &str, name: &str, audien
 async fn web_identity_exchanges_real_service_account_tokens_and_the_trust_policy_pins_the_subject() {
     with_namespace("web-identity", |client, ns| async move {
         let sim = Simulator::start(&web_identity_config(&ns)).await;
+        // A second simulator that must never hear from tcred: tokens refused in the cluster.
+        let quiet = Simulator::start(&web_identity_config(&ns)).await;
         let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
-        for sa in ["billing", "intruder"] {
-            let obj = ServiceAccount { metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() }, ..Default::default() };
+        // Each ServiceAccount opts in to the credentials that may exchange its tokens; bystander
+        // opts in to none.
+        for (sa, allowed) in [("billing", Some("billing, wrong-aud, steal")), ("intruder", Some("intruder")), ("bystander", None)] {
+            let annotations = allowed.map(|a| [(annotations::ALLOWED_CREDENTIALS.to_owned(), a.to_owned())].into());
+            let obj = ServiceAccount {
+                metadata: ObjectMeta { name: Some(sa.into()), annotations, ..Default::default() },
+                ..Default::default()
+            };
             sas.create(&PostParams::default(), &obj).await.expect("create ServiceAccount");
         }
         web_identity_source(&client, &ns, "cluster-oidc", "sts.huaweicloud", &sim).await;
         web_identity_source(&client, &ns, "wrong-audience", "someone-else", &sim).await;
+        // the API server's own audience (its issuer): such a token is a key to the cluster
+        web_identity_source(&client, &ns, "api-server", &apiserver_url(), &quiet).await;
+        web_identity_source(&client, &ns, "quiet-oidc", "sts.huaweicloud", &quiet).await;
         let _op = Operator::start("web-identity", &ns).await;
         let urn = agency_urn("billing-trust");
         let credential = |name: &str, source: &str, sa: &str| {
@@ -427,6 +583,8 @@ async fn web_identity_exchanges_real_service_account_tokens_and_the_trust_policy
         apply(&client, credential("billing", "cluster-oidc", "billing")).await;
         apply(&client, credential("intruder", "cluster-oidc", "intruder")).await;
         apply(&client, credential("wrong-aud", "wrong-audience", "billing")).await;
+        apply(&client, credential("steal", "api-server", "billing")).await;
+        apply(&client, credential("unasked", "quiet-oidc", "bystander")).await;
 
         let ok = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
         assert!(ok.status.unwrap().expires_at.is_some());
@@ -450,6 +608,23 @@ async fn web_identity_exchanges_real_service_account_tokens_and_the_trust_policy
             assert!(get_secret(&client, &ns, name).await.is_none(), "{name}: no Secret for a denied exchange");
         }
         assert_eq!(sim.mints(&urn).await, 1, "only the trusted ServiceAccount minted");
+
+        // Refused in the cluster: nothing reaches the endpoint, the reason says why, and the
+        // failure path backs off instead of looping.
+        for (name, expect) in [
+            ("steal", format!("the audience {} is accepted by the Kubernetes API server; tcred refuses to send such a token", apiserver_url())),
+            ("unasked", format!("annotate it `{}=unasked`", annotations::ALLOWED_CREDENTIALS)),
+        ] {
+            let tc = wait_ready_reason(&client, &ns, name, reasons::TOKEN_NOT_ALLOWED, Duration::from_secs(30)).await;
+            let c = ready_message(&tc);
+            assert!(c.contains(&expect), "{name}: {c}");
+            let status = tc.status.unwrap();
+            let (failed_at, next) = (status.last_failure_time.unwrap().0, status.renewal_time.unwrap().0);
+            assert!(next.duration_since(failed_at).as_secs() >= 50, "{name}: retried after {failed_at} at {next}");
+            assert!(get_secret(&client, &ns, name).await.is_none(), "{name}: no Secret");
+        }
+        let heard = quiet.stats().await;
+        assert_eq!(heard["requestsByOperation"].as_object().map(|o| o.len()), Some(0), "{heard}");
         // Nothing secret is stored for web identity sources.
         let secrets = Api::<Secret>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap();
         assert_eq!(secrets.items.iter().filter(|s| s.name_any() != "billing").count(), 0, "only the credential's Secret exists");

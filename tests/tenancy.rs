@@ -71,8 +71,15 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
     ];
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
         let sim = Simulator::start(&default_sim_config()).await;
-        create_secret(&admin, &system, "corp-ak", &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)]).await;
         let source = format!("corp-{suffix}");
+        create_labelled_secret(
+            &admin,
+            &system,
+            "corp-ak",
+            &bound_to("ClusterCredentialSource", &source),
+            &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)],
+        )
+        .await;
         apply(
             &admin,
             json!({
@@ -98,6 +105,23 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
         apply(&admin, cluster_credential(&by_label, "app", &source, json!({}))).await;
         wait_ready_reason(&admin, &by_name, "app", reasons::ISSUED, Duration::from_secs(30)).await;
         wait_ready_reason(&admin, &by_label, "app", reasons::ISSUED, Duration::from_secs(30)).await;
+
+        // Through a cluster source the session name always starts with the namespace: a tenant
+        // cannot pose as another in Huawei's audit logs.
+        let posing_as = format!("{by_name}-app");
+        apply(&admin, cluster_credential(&by_label, "posing", &source, json!({"sessionName": posing_as}))).await;
+        wait_ready_reason(&admin, &by_label, "posing", reasons::ISSUED, Duration::from_secs(30)).await;
+        let secret = get_secret(&admin, &by_label, "posing").await.expect("Secret");
+        let key = tcred::cloud::signer::AccessKey {
+            id: secret_text(&secret, "HUAWEICLOUD_SDK_AK"),
+            secret: secret_text(&secret, "HUAWEICLOUD_SDK_SK").into(),
+            security_token: Some(secret_text(&secret, "HUAWEICLOUD_SDK_SECURITY_TOKEN").into()),
+        };
+        let http = tcred::cloud::HttpClient::new(Default::default()).unwrap();
+        let sts = tcred::cloud::endpoints::parse_endpoint(&sim.url).unwrap();
+        let who = tcred::cloud::sts::caller_identity(&http, &sts, &key).await.expect("the credential works");
+        let expected: String = format!("{by_label}-{posing_as}").chars().take(64).collect();
+        assert!(who.principal_urn.ends_with(&format!("/{expected}")), "{} (key {})", who.principal_urn, key.id);
 
         // Not allowed.
         apply(&admin, cluster_credential(&outsider, "app", &source, json!({}))).await;
@@ -154,7 +178,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
 
         // Every denial minted nothing: one mint per Issued credential, none for `readonly`.
         assert_eq!(sim.mints(&agency_urn("readonly")).await, 0);
-        assert_eq!(sim.mints_total().await, 3, "by-name, by-label and the relabelled outsider");
+        assert_eq!(sim.mints_total().await, 4, "by-name, by-label (app and posing) and the relabelled outsider");
 
         // RBAC-limited tenants: tenant-a owns by_name, tenant-b owns by_label.
         grant(&admin, &by_name, "tenant-a").await;
@@ -178,7 +202,7 @@ async fn cluster_sources_serve_only_allowed_namespaces_within_limits_and_tenants
             .expect("tenant-a may create credentials in its own namespace");
         wait_ready_reason(&admin, &by_name, "stolen", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
         assert!(get_secret(&admin, &by_name, "stolen").await.is_none());
-        assert_eq!(sim.mints_total().await, 3, "nothing minted for tenant-a from tenant-b's source");
+        assert_eq!(sim.mints_total().await, 4, "nothing minted for tenant-a from tenant-b's source");
         // Cluster sources are cluster-admin business.
         assert!(forbidden(Api::<tcred::api::ClusterCredentialSource>::all(tenant_a).list(&Default::default()).await));
         let _ = Api::<tcred::api::ClusterCredentialSource>::all(admin.clone()).delete(&source, &Default::default()).await;

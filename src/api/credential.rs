@@ -10,6 +10,41 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::conditions_schema;
 
+/// Agency URNs as Huawei IAM issues them: `iam::<32 hex digit account id>:agency:<name>` (the
+/// controller checks the same in `authorize::parse_agency_urn`).
+const AGENCY_URN_RULE: &str = r"self.matches('^iam::[0-9a-f]{32}:agency:[A-Za-z0-9_.-]{1,64}$')";
+const AGENCY_URN_MESSAGE: &str =
+    "agencyUrn must be iam::<account id: 32 lower-case hex digits>:agency:<name: 1-64 of A-Za-z0-9_.->";
+
+const NON_EMPTY_SELECTOR_RULE: &str = "!has(self.selector) \
+    || (has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) \
+    || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)";
+
+/// Label and annotation keys: an optional DNS-subdomain prefix (at most 253) and `/`, then a name
+/// of at most 63, as the API server requires (a Secret it would refuse must be refused here, or
+/// every write after a mint fails).
+const METADATA_KEYS_RULE: &str = r"self.all(k, size(k) <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))";
+const METADATA_KEYS_MESSAGE: &str = "keys must be [prefix/]name: prefix a DNS subdomain (at most 253 characters), name at most 63 of A-Za-z0-9_.- starting and ending alphanumeric";
+const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+        "x-kubernetes-validations": [{"rule": METADATA_KEYS_RULE, "message": METADATA_KEYS_MESSAGE}],
+    })
+}
+
+fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations": [{"rule": METADATA_KEYS_RULE, "message": METADATA_KEYS_MESSAGE}],
+    })
+}
+
 /// A short-lived Huawei Cloud credential (AK, SK, security token) that tcred mints from a
 /// credential source and keeps fresh in a Secret, renewing it ahead of expiry.
 // Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
@@ -72,14 +107,11 @@ pub struct TemporaryCredentialSpec {
     pub permission_set: Option<PermissionSetRef>,
 
     /// URN of the agency to assume, `iam::<account id>:agency:<agency name>` (accessKey and
-    /// webIdentity sources).
+    /// webIdentity sources): the account id is 32 lower-case hex digits, the agency name 1–64 of
+    /// `[A-Za-z0-9_.-]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 1500),
-        regex(
-            pattern = r"^[A-Za-z0-9+/=_-]+:[A-Za-z0-9+/=_*-]{0,255}:[A-Za-z0-9+/=_-]{1,64}:[A-Za-z0-9+/=_-]{1,64}:.+$"
-        )
-    )]
+    #[x_kube(validation = Rule::new(AGENCY_URN_RULE).message(AGENCY_URN_MESSAGE))]
+    #[schemars(length(max = 128))]
     pub agency_urn: Option<String>,
 
     /// Requested lifetime of each credential, 15m to 12h (agencyUrn credentials only; default 1h).
@@ -103,7 +135,9 @@ pub struct TemporaryCredentialSpec {
     pub renew_before_percentage: Option<i32>,
 
     /// Session name recorded in Huawei Cloud audit logs. Default `<namespace>-<name>`, trimmed to
-    /// Huawei's rules.
+    /// Huawei's rules. Through a ClusterCredentialSource the name is always prefixed with
+    /// `<namespace>-` (so one tenant cannot pose as another in the audit log), then cut to 64
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_+=,.@-]{2,64}$"))]
     pub session_name: Option<String>,
@@ -167,15 +201,23 @@ pub struct PermissionSetRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretSpec {
-    /// Name of the Secret. Default: the TemporaryCredential's name.
+    /// Name of the Secret (a DNS subdomain). Default: the TemporaryCredential's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: Option<String>,
-    /// Extra labels on the Secret.
+    /// Extra labels on the Secret (at most 64): keys `[prefix/]name` (prefix a DNS subdomain of at
+    /// most 253 characters, name at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends),
+    /// values empty or at most 63 of the same characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the Secret.
+    /// Extra annotations on the Secret (at most 32, each value at most 4096 characters, so they
+    /// stay far below the API server's 256 KiB limit): keys as for labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "annotations_schema")]
     pub annotations: BTreeMap<String, String>,
     /// `Delete` (default): the Secret is owned by the TemporaryCredential and deleted with it.
     /// `Retain`: the Secret is kept when the TemporaryCredential is deleted.
@@ -199,6 +241,8 @@ pub enum DeletionPolicy {
 #[x_kube(
     validation = Rule::new("has(self.name) != has(self.selector)")
         .message("set exactly one of name or selector in a rolloutRestartTarget"),
+    validation = Rule::new(NON_EMPTY_SELECTOR_RULE)
+        .message("a rolloutRestartTarget selector must set matchLabels or matchExpressions: an empty selector would select every workload"),
 )]
 pub struct RolloutRestartTarget {
     /// Deployment, StatefulSet or DaemonSet.
@@ -207,8 +251,10 @@ pub struct RolloutRestartTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
-    /// Label selector over the workloads of `kind` in the TemporaryCredential's namespace (an
-    /// empty selector matches all of them).
+    /// Label selector over the workloads of `kind` in the TemporaryCredential's namespace; it
+    /// must set matchLabels or matchExpressions (an empty selector is refused). Only workloads
+    /// whose annotation `tcred.dev/restart-on-rotation` lists this TemporaryCredential (or `*`)
+    /// are restarted, named or selected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }

@@ -47,6 +47,22 @@ pub mod annotations {
     pub const DATA_HASH: &str = "tcred.dev/data-hash";
     /// On restarted workloads' pod templates: when tcred restarted them.
     pub const RESTARTED_AT: &str = "tcred.dev/restartedAt";
+    /// On a ServiceAccount: the TemporaryCredentials (in its namespace; comma-separated, or `*`)
+    /// that may have tcred request a token for it (webIdentity sources).
+    pub const ALLOWED_CREDENTIALS: &str = "tcred.dev/allowed-credentials";
+    /// On a Deployment, StatefulSet or DaemonSet: the TemporaryCredentials (comma-separated, or
+    /// `*`) whose rotation may restart it.
+    pub const RESTART_ON_ROTATION: &str = "tcred.dev/restart-on-rotation";
+}
+
+/// Whether the opt-in annotation `key` lists `name` (comma-separated names, or `*` for all).
+/// A missing or empty annotation opts in nobody.
+pub fn opted_in(annotations: &std::collections::BTreeMap<String, String>, key: &str, name: &str) -> bool {
+    annotations.get(key).is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|n| n == "*" || (!n.is_empty() && n == name))
+    })
 }
 
 /// All CRDs, in a stable order.
@@ -71,6 +87,27 @@ pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_opt_in_annotation_lists_names_or_everyone() {
+        let with = |v: &str| {
+            std::collections::BTreeMap::from([(annotations::RESTART_ON_ROTATION.to_owned(), v.to_owned())])
+        };
+        let key = annotations::RESTART_ON_ROTATION;
+        assert!(opted_in(&with("billing"), key, "billing"));
+        assert!(opted_in(&with("web, billing ,jobs"), key, "billing"));
+        assert!(opted_in(&with("*"), key, "anything"));
+        assert!(!opted_in(&with("billing-2"), key, "billing"));
+        assert!(!opted_in(&with(""), key, "billing"));
+        assert!(!opted_in(&with(",,"), key, ""));
+        assert!(!opted_in(&Default::default(), key, "billing"));
+        // another key opts in nobody
+        assert!(!opted_in(
+            &with("billing"),
+            annotations::ALLOWED_CREDENTIALS,
+            "billing"
+        ));
+    }
 
     #[test]
     fn every_kind_is_in_the_group_with_category_and_status() {

@@ -120,6 +120,9 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), &t.secret_namespace);
     let secret_name = t.ic.session_secret_ref.name.clone();
     let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(s) = &existing {
+        bound_elsewhere(s.labels(), &t, &secret_name)?;
+    }
     let previous = existing.as_ref().and_then(|s| Session::from_secret(s).ok());
 
     let start_url = args
@@ -218,6 +221,30 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses to take over a session Secret labelled for another source: its registered client
+/// would go to this source's endpoints, and the other source would lose its session. A Secret
+/// without binding labels (written before they existed, or by hand) is taken over.
+fn bound_elsewhere(
+    existing_labels: &std::collections::BTreeMap<String, String>,
+    t: &Target,
+    secret_name: &str,
+) -> Result<(), Error> {
+    let kind = existing_labels.get(session::labels::SOURCE_KIND);
+    let name = existing_labels.get(session::labels::SOURCE_NAME);
+    match (kind, name) {
+        (None, None) => Ok(()),
+        (Some(k), Some(n)) if k == t.kind && *n == t.name => Ok(()),
+        _ => Err(Error::Usage(format!(
+            "Secret {}/{secret_name} holds the session of {} {}, not of {}: point this source at its own \
+             sessionSecretRef, or delete that Secret first",
+            t.secret_namespace,
+            kind.map_or("another", String::as_str),
+            name.map_or("source", String::as_str),
+            t.desc
+        ))),
+    }
+}
+
 /// Creates or replaces the whole session Secret (every key from this login, nothing stale). The
 /// replace is made at the version read; if the controller refreshed the old session meanwhile,
 /// the Secret is read again and replaced again: a new login is always newer than a refresh.
@@ -263,4 +290,55 @@ async fn write_session(
     Err(Error::Usage(format!(
         "the session Secret {name} kept changing while writing it; run tcred login again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::SecretReference;
+
+    fn target(kind: &'static str, name: &str) -> Target {
+        Target {
+            desc: format!("{kind} {name}"),
+            kind,
+            name: name.into(),
+            ic: IdentityCenterSource {
+                region: "ap-southeast-1".into(),
+                session_secret_ref: SecretReference {
+                    name: "corp-session".into(),
+                    namespace: None,
+                },
+            },
+            endpoints: None,
+            secret_namespace: "team-a".into(),
+        }
+    }
+
+    fn labels(kind: &str, name: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (session::labels::SOURCE_KIND.to_owned(), kind.to_owned()),
+            (session::labels::SOURCE_NAME.to_owned(), name.to_owned()),
+        ])
+    }
+
+    #[test]
+    fn login_keeps_to_its_own_session_secret() {
+        let corp = target("CredentialSource", "corp");
+        assert!(bound_elsewhere(&labels("CredentialSource", "corp"), &corp, "corp-session").is_ok());
+        assert!(bound_elsewhere(&BTreeMap::new(), &corp, "corp-session").is_ok());
+        let Err(Error::Usage(msg)) =
+            bound_elsewhere(&labels("CredentialSource", "official"), &corp, "corp-session")
+        else {
+            panic!("a session bound to another source was taken over");
+        };
+        assert!(
+            msg.contains("Secret team-a/corp-session holds the session of CredentialSource official"),
+            "{msg}"
+        );
+        assert!(bound_elsewhere(&labels("ClusterCredentialSource", "corp"), &corp, "corp-session").is_err());
+        let half = BTreeMap::from([(session::labels::SOURCE_NAME.to_owned(), "corp".to_owned())]);
+        assert!(bound_elsewhere(&half, &corp, "corp-session").is_err());
+    }
 }

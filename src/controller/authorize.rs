@@ -5,7 +5,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{SourceKind, SourceMode, SourceView, TemporaryCredentialSpec, condition::reasons};
+use crate::api::{
+    SecretSpec, SourceKind, SourceMode, SourceView, TemporaryCredentialSpec, condition::reasons,
+};
 
 /// Requested lifetime when a TemporaryCredential sets none (STS default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
@@ -61,7 +63,9 @@ pub fn target_of(spec: &TemporaryCredentialSpec) -> Result<Target, Problem> {
             let (account_id, name) = parse_agency_urn(urn).ok_or_else(|| {
                 Problem::new(
                     reasons::INVALID_SPEC,
-                    format!("agencyUrn {urn:?} is not iam::<account id>:agency:<name>"),
+                    format!(
+                        "agencyUrn {urn:?} is not iam::<account id: 32 lower-case hex digits>:agency:<name: 1-64 of A-Za-z0-9_.->"
+                    ),
                 )
             })?;
             Ok(Target::Agency {
@@ -77,18 +81,106 @@ pub fn target_of(spec: &TemporaryCredentialSpec) -> Result<Target, Problem> {
     }
 }
 
-/// `iam::<account>:agency:<name>` → (account, name).
+/// `iam::<account>:agency:<name>` → (account, name), strictly as Huawei IAM issues agency URNs
+/// (the CRD's rule is the same): the account id is 32 lower-case hex digits, the name 1–64 of
+/// `[A-Za-z0-9_.-]`. Huawei receives the whole string, so nothing outside the checked parts may
+/// ride along.
 pub fn parse_agency_urn(urn: &str) -> Option<(String, String)> {
-    let mut parts = urn.splitn(5, ':');
-    let (_svc, _region, account, kind, name) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    (kind == "agency" && !account.is_empty() && !name.is_empty())
-        .then(|| (account.to_owned(), name.to_owned()))
+    let rest = urn.strip_prefix("iam::")?;
+    let (account, name) = rest.split_once(":agency:")?;
+    let account_ok = account.len() == 32
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let name_ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    (account_ok && name_ok).then(|| (account.to_owned(), name.to_owned()))
+}
+
+/// The schema's rules on `spec.secret`, checked again here for objects stored before the rules
+/// existed: a Secret the API server would refuse must be refused before anything is minted.
+pub fn check_secret_spec(secret: &SecretSpec) -> Result<(), Problem> {
+    let invalid = |what: String| Problem::new(reasons::INVALID_SPEC, what);
+    if let Some(name) = &secret.name
+        && !is_dns_subdomain(name)
+    {
+        return Err(invalid(format!(
+            "spec.secret.name {name:?} is not a DNS subdomain"
+        )));
+    }
+    if secret.labels.len() > MAX_LABELS {
+        return Err(invalid(format!(
+            "spec.secret.labels has more than {MAX_LABELS} entries"
+        )));
+    }
+    if secret.annotations.len() > MAX_ANNOTATIONS {
+        return Err(invalid(format!(
+            "spec.secret.annotations has more than {MAX_ANNOTATIONS} entries"
+        )));
+    }
+    for (k, v) in &secret.labels {
+        if !is_metadata_key(k) {
+            return Err(invalid(format!(
+                "spec.secret.labels key {k:?} is not a valid label key"
+            )));
+        }
+        if !(v.is_empty() || is_qualified_name(v)) {
+            return Err(invalid(format!(
+                "spec.secret.labels value of {k:?} is not a valid label value"
+            )));
+        }
+    }
+    for (k, v) in &secret.annotations {
+        if !is_metadata_key(k) {
+            return Err(invalid(format!(
+                "spec.secret.annotations key {k:?} is not a valid annotation key"
+            )));
+        }
+        if v.chars().count() > MAX_ANNOTATION_VALUE {
+            return Err(invalid(format!(
+                "spec.secret.annotations value of {k:?} is longer than {MAX_ANNOTATION_VALUE} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+const MAX_LABELS: usize = 64;
+const MAX_ANNOTATIONS: usize = 32;
+const MAX_ANNOTATION_VALUE: usize = 4096;
+
+/// `[prefix/]name`: prefix a DNS subdomain of at most 253, name a qualified name.
+pub fn is_metadata_key(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_qualified_name(name),
+        None => is_qualified_name(key),
+    }
+}
+
+/// At most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_qualified_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+}
+
+/// At most 253, dot-separated labels of `[a-z0-9-]`, alphanumeric at both ends.
+fn is_dns_subdomain(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.first()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && b.last()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
 }
 
 /// Everything authorization looks at.
@@ -125,16 +217,22 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
     })?;
 
     if let Some(allowed) = req.source.allowed_namespaces {
+        // Fail closed: a selector evaluated against no labels would let `NotIn`/`DoesNotExist`
+        // through while the namespace cache fills. The namespace's arrival re-triggers this.
+        let Some(namespace_labels) = req.namespace_labels else {
+            return Err(Problem::new(
+                reasons::NAMESPACE_UNKNOWN,
+                format!("waiting for namespace {} to be known", req.namespace),
+            ));
+        };
         let by_name = allowed.names.iter().any(|n| n == req.namespace);
         let by_selector = match &allowed.selector {
-            Some(sel) => {
-                selector_matches(sel, req.namespace_labels.unwrap_or(&BTreeMap::new())).map_err(|e| {
-                    Problem::new(
-                        reasons::DENIED,
-                        format!("{source_desc} has an invalid namespace selector: {e}"),
-                    )
-                })?
-            }
+            Some(sel) => selector_matches(sel, namespace_labels).map_err(|e| {
+                Problem::new(
+                    reasons::DENIED,
+                    format!("{source_desc} has an invalid namespace selector: {e}"),
+                )
+            })?,
             None => false,
         };
         if !by_name && !by_selector {
@@ -149,6 +247,7 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
     }
 
     let target = target_of(req.spec)?;
+    check_secret_spec(&req.spec.secret)?;
     let duration = match (&mode, &target) {
         (SourceMode::IdentityCenter(_), Target::PermissionSet { .. }) => None,
         (SourceMode::IdentityCenter(_), Target::Agency { .. }) => {
@@ -328,10 +427,11 @@ mod tests {
         let ak = access_key();
         let t = tc("billing");
         let nobody = AllowedNamespaces::default();
+        let unlabelled = BTreeMap::new();
         let err = authorize(request(
             &t.spec,
             view(SourceMode::AccessKey(&ak), Some(&nobody), None),
-            None,
+            Some(&unlabelled),
         ))
         .unwrap_err();
         assert_eq!(err.reason, reasons::DENIED);
@@ -349,7 +449,7 @@ mod tests {
             authorize(request(
                 &t.spec,
                 view(SourceMode::AccessKey(&ak), Some(&by_name), None),
-                None
+                Some(&unlabelled)
             ))
             .is_ok()
         );
@@ -549,13 +649,189 @@ mod tests {
         assert_eq!(selector_matches(&LabelSelector::default(), &labels), Ok(true));
     }
 
+    const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn agency_urns_split_into_account_and_name() {
         assert_eq!(
-            parse_agency_urn("iam::acct:agency:ops"),
-            Some(("acct".into(), "ops".into()))
+            parse_agency_urn(&format!("iam::{ACCOUNT}:agency:ops-admin_1.x")),
+            Some((ACCOUNT.into(), "ops-admin_1.x".into()))
         );
-        assert_eq!(parse_agency_urn("iam::acct:user:ops"), None);
+        assert_eq!(parse_agency_urn(&format!("iam::{ACCOUNT}:user:ops")), None);
         assert_eq!(parse_agency_urn("iam::acct"), None);
+    }
+
+    #[test]
+    fn agency_urns_are_checked_strictly() {
+        let name64 = "a".repeat(64);
+        assert!(parse_agency_urn(&format!("iam::{ACCOUNT}:agency:{name64}")).is_some());
+        for bad in [
+            "iam::acct:agency:ops".to_owned(),                     // short account
+            format!("iam::{}:agency:ops", ACCOUNT.to_uppercase()), // upper-case hex
+            format!("iam::{ACCOUNT}0:agency:ops"),                 // 33 digits
+            format!("iam:ap-southeast-1:{ACCOUNT}:agency:ops"),    // a region segment
+            format!("sts::{ACCOUNT}:agency:ops"),                  // another service
+            format!("iam::{ACCOUNT}:agency:"),                     // no name
+            format!("iam::{ACCOUNT}:agency:{name64}a"),            // 65 characters
+            format!("iam::{ACCOUNT}:agency:ops:extra"),            // a trailing segment
+            format!("iam::{ACCOUNT}:agency:ops/../admin"),         // path characters
+            format!("iam::{ACCOUNT}:agency:ops\n"),                // control characters
+        ] {
+            assert_eq!(parse_agency_urn(&bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a tenant writes, parsing never panics, and an accepted URN is exactly
+        /// `iam::<account>:agency:<name>` of its parts, with the parts' strict alphabets.
+        #[test]
+        fn an_accepted_agency_urn_is_exactly_its_checked_parts(urn in "(iam::)?[0-9a-fA-F:]{0,40}(:agency:)?[A-Za-z0-9_.:/ -]{0,70}") {
+            if let Some((account, name)) = parse_agency_urn(&urn) {
+                proptest::prop_assert_eq!(format!("iam::{account}:agency:{name}"), urn);
+                proptest::prop_assert!(account.len() == 32 && account.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                proptest::prop_assert!(!name.is_empty() && name.len() <= 64);
+                proptest::prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+            }
+        }
+    }
+
+    #[test]
+    fn secret_labels_annotations_and_names_the_api_server_would_refuse_are_refused() {
+        let ok = |f: &dyn Fn(&mut SecretSpec)| {
+            let mut s = SecretSpec::default();
+            f(&mut s);
+            check_secret_spec(&s)
+        };
+        assert!(
+            ok(&|s| {
+                s.name = Some("billing.creds-1".into());
+                s.labels = [
+                    ("app.kubernetes.io/part-of".to_owned(), "billing".to_owned()),
+                    ("a".to_owned(), String::new()),
+                    ("X_y.z-1".to_owned(), "V_1.2-3".to_owned()),
+                    (
+                        format!("{}.example.com/{}", "a".repeat(63), "n".repeat(63)),
+                        "v".repeat(63),
+                    ),
+                ]
+                .into();
+                s.annotations = [("example.com/note".to_owned(), "x".repeat(4096))].into();
+            })
+            .is_ok()
+        );
+        let refused: [&dyn Fn(&mut SecretSpec); 9] = [
+            &|s| s.name = Some("a..b".into()),
+            &|s| s.name = Some("Billing".into()),
+            &|s| s.labels = [("bad key!".to_owned(), "x".to_owned())].into(),
+            &|s| s.labels = [(format!("{}/x", "a".repeat(254)), "x".to_owned())].into(),
+            &|s| s.labels = [("team".to_owned(), "not a value".to_owned())].into(),
+            &|s| s.labels = [("team".to_owned(), "x".repeat(64))].into(),
+            &|s| s.annotations = [("-bad".to_owned(), "x".to_owned())].into(),
+            &|s| s.annotations = [("note".to_owned(), "x".repeat(4097))].into(),
+            &|s| s.annotations = (0..33).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+        ];
+        for (i, f) in refused.iter().enumerate() {
+            let e = ok(*f).expect_err(&format!("case {i} accepted"));
+            assert_eq!(e.reason, reasons::INVALID_SPEC);
+        }
+        // and authorization refuses before anything is minted
+        let ak = access_key();
+        let mut t = tc("billing");
+        t.spec.secret.labels = [("bad key!".to_owned(), "x".to_owned())].into();
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), None, None),
+            None,
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("spec.secret.labels key"), "{}", e.message);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Keys built by Kubernetes' grammar are accepted; anything else never panics, and an
+        /// accepted key never holds a character outside the grammar.
+        #[test]
+        fn metadata_keys_follow_the_kubernetes_grammar(
+            prefix in proptest::option::of("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,3}"),
+            name in "[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?",
+            noise in "\\PC{0,80}",
+        ) {
+            let key = match &prefix { Some(p) => format!("{p}/{name}"), None => name.clone() };
+            proptest::prop_assert!(is_metadata_key(&key), "{} refused", key);
+            if is_metadata_key(&noise) {
+                proptest::prop_assert!(noise.len() <= 317);
+                proptest::prop_assert!(noise.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_./".contains(&c)));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_namespace_waits_rather_than_matching_an_empty_label_set() {
+        let ak = access_key();
+        let t = tc("billing");
+        // `NotIn` and `DoesNotExist` match a namespace without labels: they must not be evaluated
+        // before its labels are known.
+        let excluding = AllowedNamespaces {
+            names: vec![],
+            selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tcred.dev/excluded".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                }]),
+            }),
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::NAMESPACE_UNKNOWN);
+        assert_eq!(e.message, "waiting for namespace team-a to be known");
+        // even a namespace allowed by name waits: nothing is decided on a cache that is not filled
+        let by_name = AllowedNamespaces {
+            names: vec!["team-a".into()],
+            selector: None,
+        };
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&by_name), None),
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::NAMESPACE_UNKNOWN);
+        // once known, the selector decides
+        let excluded: BTreeMap<String, String> = [("tcred.dev/excluded".to_owned(), "yes".to_owned())].into();
+        let e = authorize(request(
+            &t.spec,
+            view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+            Some(&excluded),
+        ))
+        .unwrap_err();
+        assert_eq!(e.reason, reasons::DENIED);
+        let plain = BTreeMap::new();
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), Some(&excluding), None),
+                Some(&plain),
+            ))
+            .is_ok()
+        );
+        // a namespaced source needs no namespace labels
+        assert!(
+            authorize(request(
+                &t.spec,
+                view(SourceMode::AccessKey(&ak), None, None),
+                None
+            ))
+            .is_ok()
+        );
     }
 }

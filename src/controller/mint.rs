@@ -4,19 +4,25 @@
 
 use std::{fmt, time::Duration};
 
+use std::{collections::BTreeMap, sync::OnceLock};
+
 use jiff::Timestamp;
 use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
+    authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec},
     core::v1::{Secret, ServiceAccount},
 };
 use kube::{Api, ResourceExt, api::PostParams};
 
 use super::{
-    authorize::{Authorized, Target},
+    authorize::{Authorized, Problem, Target},
     context::{AGENCY_URN_TTL, Context, Source},
 };
 use crate::{
-    api::{SourceMode, TemporaryCredential, condition::reasons},
+    api::{
+        SourceKind, SourceMode, TemporaryCredential, TemporaryCredentialStatus, annotations,
+        condition::{reasons, types},
+        opted_in,
+    },
     cloud::{
         CloudError, ErrorClass, IssuedCredential,
         endpoints::{self, Overrides, ResolvedEndpoints},
@@ -41,9 +47,9 @@ pub struct MintError {
     pub class: ErrorClass,
     pub message: String,
     pub retry_after: Option<Duration>,
-    /// A condition reason more specific than the class, when one applies
-    /// (`EndpointNotAllowed`: nothing was sent, and retrying cannot help until the spec or the
-    /// operator's flags change).
+    /// A condition reason more specific than the class, when one applies: `EndpointNotAllowed`
+    /// (nothing was sent, and retrying cannot help until the spec or the operator's flags
+    /// change), or a refusal of tcred's own such as `TokenNotAllowed` or `SecretNotBound`.
     pub reason: Option<&'static str>,
     /// Huawei Cloud's clock skew measured from the failing call's own response (trusted hosts only).
     pub clock_skew_seconds: Option<i64>,
@@ -79,6 +85,18 @@ impl MintError {
         }
     }
 
+    /// A refusal tcred makes itself: nothing was sent anywhere. Class Auth, so the failure path
+    /// backs off (at least a minute) instead of trying again at once.
+    fn refused(problem: Problem) -> Self {
+        Self {
+            class: ErrorClass::Auth,
+            message: problem.message,
+            retry_after: None,
+            reason: Some(problem.reason),
+            clock_skew_seconds: None,
+        }
+    }
+
     fn kube(what: &str, e: &kube::Error) -> Self {
         let class = match e {
             kube::Error::Api(s) if s.code == 404 => ErrorClass::NotFound,
@@ -92,13 +110,16 @@ impl MintError {
     }
 }
 
-/// The session name for `tc`: the spec's, or `<namespace>-<name>` trimmed to Huawei's rules
-/// (2–64 of `[A-Za-z0-9_+=,.@-]`).
+/// The session name for `tc`: the spec's, or `<namespace>-<name>`, within Huawei's rules (2–64
+/// of `[A-Za-z0-9_+=,.@-]`). Through a ClusterCredentialSource the namespace always leads, so a
+/// tenant's `sessionName` cannot pose as another tenant's in Huawei's audit logs.
 pub fn session_name(tc: &TemporaryCredential) -> String {
-    if let Some(n) = &tc.spec.session_name {
-        return n.clone();
-    }
-    let raw = format!("{}-{}", tc.namespace().unwrap_or_default(), tc.name_any());
+    let ns = tc.namespace().unwrap_or_default();
+    let raw = match (&tc.spec.session_name, tc.spec.source_ref.kind) {
+        (Some(n), SourceKind::CredentialSource) => n.clone(),
+        (Some(n), SourceKind::ClusterCredentialSource) => format!("{ns}-{n}"),
+        (None, _) => format!("{ns}-{}", tc.name_any()),
+    };
     let mut s: String = raw
         .chars()
         .map(|c| {
@@ -157,24 +178,25 @@ pub async fn mint(
             let ns = source
                 .secret_namespace(&ak.secret_ref)
                 .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
-            let key = read_access_key(ctx, &ns, &ak.secret_ref.name).await?;
+            let key = read_access_key(ctx, source, &ns, &ak.secret_ref.name).await?;
             ctx.limiter.acquire(&endpoints.sts).await;
             Ok(sts::assume_agency(&ctx.http, &endpoints.sts, &key, &assume(urn)).await?)
         }
         (SourceMode::WebIdentity(wi), Target::Agency { urn, .. }) => {
+            let ns = tc.namespace().unwrap_or_default();
             let sa = tc.spec.service_account_name.as_deref().unwrap_or("default");
             let seconds = wi
                 .token_expiration
-                .map(|d| Duration::from(d).as_secs() as i64)
+                .map(|d| i64::try_from(Duration::from(d).as_secs()).unwrap_or(i64::MAX))
                 .unwrap_or(DEFAULT_SA_TOKEN_SECONDS);
-            let token = service_account_token(
-                ctx,
-                &tc.namespace().unwrap_or_default(),
-                sa,
-                &wi.audience,
-                seconds,
-            )
-            .await?;
+            // Cheap first line: audiences that are obviously the API server's own.
+            if let Some(p) = api_server_audience(&wi.audience, cluster_issuer(ctx).await) {
+                return Err(MintError::refused(p));
+            }
+            check_token_opt_in(ctx, &ns, sa, &tc.name_any()).await?;
+            let token = service_account_token(ctx, &ns, sa, &wi.audience, seconds).await?;
+            // The exact check: would the API server itself accept this token?
+            refuse_api_server_token(ctx, &token, &wi.audience).await?;
             ctx.limiter.acquire(&endpoints.sts).await;
             Ok(sts::assume_agency_with_oidc(
                 &ctx.http,
@@ -189,7 +211,7 @@ pub async fn mint(
             let ns = source
                 .secret_namespace(&ic.session_secret_ref)
                 .map_err(|p| MintError::new(ErrorClass::InvalidRequest, p.message))?;
-            let session = read_session(ctx, &ns, &ic.session_secret_ref.name, &source.login_hint()).await?;
+            let session = read_session(ctx, source, &ns, &ic.session_secret_ref.name).await?;
             mint_portal(ctx, source, &endpoints, &session, account_id, name).await
         }
         _ => Err(MintError::new(
@@ -256,11 +278,33 @@ async fn mint_portal(
     }
 }
 
-async fn read_access_key(ctx: &Context, namespace: &str, name: &str) -> Result<AccessKey, MintError> {
+/// The kind and name of `source`, as a Secret's binding labels name it.
+fn source_identity(source: &Source) -> (SourceKind, String) {
+    match source {
+        Source::Namespaced(g) => (SourceKind::CredentialSource, g.name_any()),
+        Source::Cluster(g) => (SourceKind::ClusterCredentialSource, g.name_any()),
+    }
+}
+
+/// Refuses a Secret that is not labelled for `source`, before anything else is read from it.
+fn check_bound(source: &Source, secret: &Secret) -> Result<(), MintError> {
+    let (kind, name) = source_identity(source);
+    let namespace = secret.namespace().unwrap_or_default();
+    super::sources::binding_problem(secret.labels(), kind, &name, &namespace, &secret.name_any())
+        .map_or(Ok(()), |p| Err(MintError::refused(p)))
+}
+
+async fn read_access_key(
+    ctx: &Context,
+    source: &Source,
+    namespace: &str,
+    name: &str,
+) -> Result<AccessKey, MintError> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get(name)
         .await
         .map_err(|e| MintError::kube(&format!("reading access key Secret {namespace}/{name}"), &e))?;
+    check_bound(source, &secret)?;
     let field = |k: &str| -> Result<String, MintError> {
         secret
             .data
@@ -285,10 +329,11 @@ async fn read_access_key(ctx: &Context, namespace: &str, name: &str) -> Result<A
 
 async fn read_session(
     ctx: &Context,
+    source: &Source,
     namespace: &str,
     name: &str,
-    login_hint: &str,
 ) -> Result<Session, MintError> {
+    let login_hint = source.login_hint();
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get(name)
         .await
@@ -298,6 +343,7 @@ async fn read_session(
                 &e,
             )
         })?;
+    check_bound(source, &secret)?;
     let session = Session::from_secret(&secret).map_err(|e| {
         MintError::new(
             ErrorClass::Auth,
@@ -346,6 +392,121 @@ async fn service_account_token(
         .ok_or_else(|| MintError::new(ErrorClass::Server, "the TokenRequest returned no token"))
 }
 
+/// Sets the Ready condition's reason to a refusal's own (`TokenNotAllowed`, `SecretNotBound`)
+/// on a status the failure path built.
+pub fn with_refusal_reason(status: &mut TemporaryCredentialStatus, reason: Option<&'static str>) {
+    let Some(reason) = reason else {
+        return;
+    };
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == types::READY) {
+        c.reason = reason.to_owned();
+    }
+}
+
+/// Whether `audience` is one the Kubernetes API server obviously accepts: its issuer (from
+/// `/.well-known/openid-configuration`), `kubernetes`, or `https://kubernetes.default.svc…`.
+/// A token for it would be a bearer token for the cluster itself.
+pub fn api_server_audience(audience: &str, issuer: Option<&str>) -> Option<Problem> {
+    let trimmed = audience.trim().trim_end_matches('/');
+    let host = trimmed.strip_prefix("https://").unwrap_or(trimmed);
+    let is_issuer = issuer.is_some_and(|i| {
+        let i = i.trim().trim_end_matches('/');
+        !i.is_empty() && i.eq_ignore_ascii_case(trimmed)
+    });
+    let lower = host.to_ascii_lowercase();
+    let is_kubernetes = lower == "kubernetes" || lower.starts_with("kubernetes.default");
+    (is_issuer || is_kubernetes).then(|| token_not_allowed_audience(audience))
+}
+
+fn token_not_allowed_audience(audience: &str) -> Problem {
+    Problem::new(
+        reasons::TOKEN_NOT_ALLOWED,
+        format!(
+            "the audience {audience} is accepted by the Kubernetes API server; tcred refuses to send such a token"
+        ),
+    )
+}
+
+/// Whether ServiceAccount `namespace/sa`, with these annotations, lets TemporaryCredential
+/// `credential` have tokens requested for it.
+pub fn token_opt_in(
+    sa_annotations: &BTreeMap<String, String>,
+    namespace: &str,
+    sa: &str,
+    credential: &str,
+) -> Result<(), Problem> {
+    if opted_in(sa_annotations, annotations::ALLOWED_CREDENTIALS, credential) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        reasons::TOKEN_NOT_ALLOWED,
+        format!(
+            "ServiceAccount {namespace}/{sa} has not opted in to token exchange for TemporaryCredential {credential}: \
+             annotate it `{}={credential}` (a comma-separated list, or `*`)",
+            annotations::ALLOWED_CREDENTIALS
+        ),
+    ))
+}
+
+/// The cluster's ServiceAccount token issuer, fetched once from the API server's
+/// `/.well-known/openid-configuration` and kept for the process (a failed fetch is tried again
+/// next time; the TokenReview is the exact check anyway).
+async fn cluster_issuer(ctx: &Context) -> Option<&'static str> {
+    static ISSUER: OnceLock<String> = OnceLock::new();
+    if let Some(i) = ISSUER.get() {
+        return Some(i.as_str());
+    }
+    let req = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .ok()?;
+    let doc: serde_json::Value = match ctx.client.request(req).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %super::kube_message(&e), "could not read the cluster's OIDC discovery document");
+            return None;
+        }
+    };
+    let issuer = doc.get("issuer")?.as_str()?.to_owned();
+    Some(ISSUER.get_or_init(|| issuer).as_str())
+}
+
+async fn check_token_opt_in(
+    ctx: &Context,
+    namespace: &str,
+    sa: &str,
+    credential: &str,
+) -> Result<(), MintError> {
+    let account = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
+        .get(sa)
+        .await
+        .map_err(|e| MintError::kube(&format!("reading ServiceAccount {namespace}/{sa}"), &e))?;
+    token_opt_in(account.annotations(), namespace, sa, credential).map_err(MintError::refused)
+}
+
+/// Asks the API server whether it would accept `token` itself (a TokenReview naming no
+/// audiences is checked against the API server's own). If so, the token never leaves.
+async fn refuse_api_server_token(
+    ctx: &Context,
+    token: &SecretString,
+    audience: &str,
+) -> Result<(), MintError> {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.expose().to_owned(),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+    let resp = Api::<TokenReview>::all(ctx.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| MintError::kube("checking the ServiceAccount token with a TokenReview", &e))?;
+    if resp.status.and_then(|s| s.authenticated).unwrap_or(false) {
+        return Err(MintError::refused(token_not_allowed_audience(audience)));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +546,119 @@ mod tests {
         let mut named = tc("billing");
         named.spec.session_name = Some("ci@prod".into());
         assert_eq!(session_name(&named), "ci@prod");
+    }
+
+    #[test]
+    fn through_a_cluster_source_the_session_name_always_starts_with_the_namespace() {
+        let mut posing = tc("billing");
+        posing.spec.source_ref.kind = SourceKind::ClusterCredentialSource;
+        posing.spec.session_name = Some("team-b-billing".into());
+        assert_eq!(session_name(&posing), "team-a-team-b-billing");
+        posing.spec.session_name = None;
+        assert_eq!(session_name(&posing), "team-a-billing");
+        // trimmed to Huawei's 64 characters, the prefix kept
+        posing.spec.session_name = Some("x".repeat(64));
+        let name = session_name(&posing);
+        assert_eq!(name.len(), 64);
+        assert!(name.starts_with("team-a-x"), "{name}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Any namespace, name and sessionName give a name Huawei accepts, and through a
+        /// cluster source it starts with `<namespace>-` (as far as 64 characters allow).
+        #[test]
+        fn session_names_fit_huaweis_rules(ns in "[a-z0-9-]{1,63}", name in "[a-z0-9.-]{1,80}", spec in proptest::option::of("[A-Za-z0-9_+=,.@-]{2,64}"), cluster: bool) {
+            let mut t = tc(&name);
+            t.metadata.namespace = Some(ns.clone());
+            t.spec.session_name = spec;
+            if cluster {
+                t.spec.source_ref.kind = SourceKind::ClusterCredentialSource;
+            }
+            let s = session_name(&t);
+            proptest::prop_assert!((2..=64).contains(&s.len()));
+            proptest::prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+            if cluster || t.spec.session_name.is_none() {
+                let prefix: String = format!("{ns}-").chars().take(64).collect();
+                proptest::prop_assert!(s.starts_with(&prefix), "{} does not start with {}", s, prefix);
+            }
+        }
+    }
+
+    #[test]
+    fn the_api_servers_own_audiences_are_refused_before_any_token_request() {
+        let issuer = Some("https://kubernetes.default.svc.cluster.local");
+        for aud in [
+            "https://kubernetes.default.svc.cluster.local",
+            "https://kubernetes.default.svc.cluster.local/",
+            "https://kubernetes.default.svc",
+            "https://kubernetes.default.svc:443",
+            "kubernetes.default.svc",
+            "kubernetes",
+            "https://KUBERNETES.default.svc",
+        ] {
+            let p = api_server_audience(aud, issuer).unwrap_or_else(|| panic!("{aud} accepted"));
+            assert_eq!(p.reason, reasons::TOKEN_NOT_ALLOWED);
+            assert_eq!(
+                p.message,
+                format!(
+                    "the audience {aud} is accepted by the Kubernetes API server; tcred refuses to send such a token"
+                )
+            );
+        }
+        // the cluster's issuer, whatever it is called
+        let custom = Some("https://oidc.cluster.example.com/issuer");
+        assert!(api_server_audience("https://oidc.cluster.example.com/issuer", custom).is_some());
+        assert!(api_server_audience("https://oidc.cluster.example.com/issuer/", custom).is_some());
+        // Huawei's audiences are fine
+        for aud in [
+            "sts.huaweicloud",
+            "https://sts.ap-southeast-1.myhuaweicloud.com",
+            "kubernetes-sts",
+        ] {
+            assert!(api_server_audience(aud, custom).is_none(), "{aud}");
+            assert!(api_server_audience(aud, None).is_none(), "{aud}");
+        }
+    }
+
+    #[test]
+    fn a_service_account_must_name_the_credential_to_opt_in() {
+        let with = |v: &str| BTreeMap::from([(annotations::ALLOWED_CREDENTIALS.to_owned(), v.to_owned())]);
+        assert!(token_opt_in(&with("billing"), "team-a", "ci", "billing").is_ok());
+        assert!(token_opt_in(&with("web,billing"), "team-a", "ci", "billing").is_ok());
+        assert!(token_opt_in(&with("*"), "team-a", "ci", "billing").is_ok());
+        let p = token_opt_in(&with("web"), "team-a", "ci", "billing").unwrap_err();
+        assert_eq!(p.reason, reasons::TOKEN_NOT_ALLOWED);
+        let p = token_opt_in(&BTreeMap::new(), "team-a", "ci", "billing").unwrap_err();
+        assert!(
+            p.message.contains("ServiceAccount team-a/ci has not opted in")
+                && p.message.contains("tcred.dev/allowed-credentials=billing"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn a_refusal_backs_off_and_names_its_own_reason() {
+        let e = MintError::refused(Problem::new(reasons::TOKEN_NOT_ALLOWED, "no"));
+        // Auth failures wait at least a minute: a refusal never turns into a mint loop.
+        assert_eq!(e.class, ErrorClass::Auth);
+        let mut status = TemporaryCredentialStatus::default();
+        crate::api::condition::set_condition(
+            &mut status.conditions,
+            crate::api::condition::ConditionUpdate {
+                type_: types::READY,
+                status: false,
+                reason: reasons::MINT_FAILED,
+                message: "minting failed (auth, attempt 1): no".into(),
+            },
+            Some(1),
+            Timestamp::UNIX_EPOCH,
+        );
+        with_refusal_reason(&mut status, e.reason);
+        assert_eq!(status.conditions[0].reason, reasons::TOKEN_NOT_ALLOWED);
+        with_refusal_reason(&mut status, None);
+        assert_eq!(status.conditions[0].reason, reasons::TOKEN_NOT_ALLOWED);
     }
 }

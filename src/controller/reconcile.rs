@@ -584,7 +584,7 @@ impl Reconciler<'_> {
             object = %self.tc.name_any(), namespace = %self.namespace(), reason = %reason, class = class.label(),
             retry_in_seconds = delay.as_secs(), error = %e.message, "mint failed"
         );
-        let next = status::after_failure(
+        let mut next = status::after_failure(
             &self.base(),
             class,
             &e.message,
@@ -592,6 +592,7 @@ impl Reconciler<'_> {
             held_expiry,
             source.resource_version().as_deref(),
         );
+        mint::with_refusal_reason(&mut next, e.reason);
         self.write_status(&next).await?;
         Ok(Action::requeue(delay))
     }

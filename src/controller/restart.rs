@@ -1,6 +1,9 @@
 //! Rollout restarts after a rotation, for consumers that read the credential once at start-up:
 //! the targets a TemporaryCredential names or selects get their pod template stamped, as
-//! `kubectl rollout restart` does, unless their pods already started after the rotation.
+//! `kubectl rollout restart` does, unless their pods already started after the rotation. A
+//! workload opts in with the annotation `tcred.dev/restart-on-rotation` listing the
+//! TemporaryCredential (or `*`): whoever may edit a TemporaryCredential may not restart every
+//! workload in the namespace through it.
 
 use std::{collections::BTreeMap, fmt::Debug};
 
@@ -8,6 +11,7 @@ use jiff::{RoundMode, Timestamp, TimestampRound, Unit};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::apps::v1::{DaemonSet, Deployment, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -18,7 +22,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{apply::publish, context::Context, kube_message};
-use crate::api::{RestartKind, RolloutRestartTarget, TemporaryCredential, annotations};
+use crate::api::{
+    RestartKind, RolloutRestartTarget, TemporaryCredential, annotations, condition::reasons, opted_in,
+};
 
 /// The annotation `kubectl rollout restart` stamps on a pod template.
 const KUBECTL_RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -73,6 +79,19 @@ workload!(Deployment, StatefulSet, DaemonSet);
 enum Restart {
     Restarted,
     AlreadyRestarted,
+    /// The workload does not list this TemporaryCredential in `tcred.dev/restart-on-rotation`.
+    NotAllowed,
+}
+
+/// Whether a workload with these annotations lets TemporaryCredential `credential` restart it.
+pub fn restart_allowed(workload_annotations: &BTreeMap<String, String>, credential: &str) -> bool {
+    opted_in(workload_annotations, annotations::RESTART_ON_ROTATION, credential)
+}
+
+/// An empty selector selects every workload: refused (the schema refuses it too).
+pub fn selects_everything(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// Restarts the workloads of each target by stamping their pod template, as `kubectl rollout
@@ -86,18 +105,20 @@ pub async fn restart_targets(
     now: Timestamp,
 ) -> Vec<(String, String)> {
     let ns = tc.namespace().unwrap_or_default();
+    let credential = tc.name_any();
     let mut failed = Vec::new();
     for t in targets {
         let c = ctx.client.clone();
+        let at = When { rotated_at, now };
         let outcomes = match t.kind {
             RestartKind::Deployment => {
-                restart_target(Api::<Deployment>::namespaced(c, &ns), t, rotated_at, now).await
+                restart_target(Api::<Deployment>::namespaced(c, &ns), t, &credential, at).await
             }
             RestartKind::StatefulSet => {
-                restart_target(Api::<StatefulSet>::namespaced(c, &ns), t, rotated_at, now).await
+                restart_target(Api::<StatefulSet>::namespaced(c, &ns), t, &credential, at).await
             }
             RestartKind::DaemonSet => {
-                restart_target(Api::<DaemonSet>::namespaced(c, &ns), t, rotated_at, now).await
+                restart_target(Api::<DaemonSet>::namespaced(c, &ns), t, &credential, at).await
             }
         };
         if outcomes.is_empty() {
@@ -139,6 +160,22 @@ pub async fn restart_targets(
                     )
                     .await;
                 }
+                Ok(Restart::NotAllowed) => {
+                    // Not a failure: retrying would not change the workload's mind. Restarts run
+                    // once per rotation, so this warns once per rotation.
+                    publish(
+                        ctx,
+                        tc,
+                        true,
+                        reasons::RESTART_NOT_ALLOWED,
+                        "RolloutRestart",
+                        format!(
+                            "not restarting {what}: it has not opted in; annotate it `{}={credential}` (a comma-separated list, or `*`)",
+                            annotations::RESTART_ON_ROTATION
+                        ),
+                    )
+                    .await;
+                }
                 Err(detail) => {
                     publish(
                         ctx,
@@ -157,16 +194,27 @@ pub async fn restart_targets(
     failed
 }
 
+/// The rotation a restart follows, and the time now.
+#[derive(Clone, Copy, Debug)]
+struct When {
+    rotated_at: Timestamp,
+    now: Timestamp,
+}
+
 /// The workloads one target names or selects, each with its outcome. Empty when a selector
 /// matches nothing.
 async fn restart_target<K: Workload>(
     api: Api<K>,
     t: &RolloutRestartTarget,
-    rotated_at: Timestamp,
-    now: Timestamp,
+    credential: &str,
+    at: When,
 ) -> Vec<(String, Result<Restart, String>)> {
     let kind = format!("{:?}", t.kind);
     let found = match (&t.name, &t.selector) {
+        (None, Some(selector)) if selects_everything(selector) => Err((
+            format!("{kind} selector"),
+            "an empty selector would select every workload; set matchLabels or matchExpressions".to_string(),
+        )),
         (Some(name), _) => match api.get_opt(name).await {
             Ok(Some(w)) => Ok(vec![w]),
             Ok(None) => Err((format!("{kind}/{name}"), "not found".to_string())),
@@ -189,7 +237,11 @@ async fn restart_target<K: Workload>(
     let mut outcomes = Vec::with_capacity(workloads.len());
     for w in workloads {
         let what = format!("{kind}/{}", w.name_any());
-        outcomes.push((what, restart_one(&api, w, rotated_at, now).await));
+        if !restart_allowed(w.annotations(), credential) {
+            outcomes.push((what, Ok(Restart::NotAllowed)));
+            continue;
+        }
+        outcomes.push((what, restart_one(&api, w, at.rotated_at, at.now).await));
     }
     outcomes
 }
@@ -237,6 +289,43 @@ mod tests {
 
     fn stamped(key: &str, value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(key.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn a_workload_is_restarted_only_when_it_lists_the_credential() {
+        let opt = |v: &str| stamped(annotations::RESTART_ON_ROTATION, v);
+        assert!(restart_allowed(&opt("billing"), "billing"));
+        assert!(restart_allowed(&opt("payments, billing"), "billing"));
+        assert!(restart_allowed(&opt("*"), "billing"));
+        assert!(!restart_allowed(&opt("billing-old"), "billing"));
+        assert!(!restart_allowed(&BTreeMap::new(), "billing"));
+        // the pod template's restart stamp is not an opt-in
+        assert!(!restart_allowed(
+            &stamped(annotations::RESTARTED_AT, "billing"),
+            "billing"
+        ));
+    }
+
+    #[test]
+    fn an_empty_selector_is_refused() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        assert!(selects_everything(&LabelSelector::default()));
+        assert!(selects_everything(&LabelSelector {
+            match_labels: Some(BTreeMap::new()),
+            match_expressions: Some(vec![]),
+        }));
+        assert!(!selects_everything(&LabelSelector {
+            match_labels: Some(stamped("app", "web")),
+            match_expressions: None,
+        }));
+        assert!(!selects_everything(&LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "Exists".into(),
+                values: None,
+            }]),
+        }));
     }
 
     #[test]

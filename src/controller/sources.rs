@@ -4,7 +4,7 @@
 //! of expiry when Huawei issued a refresh token — writing the rotated refresh token back with
 //! optimistic concurrency so a refresh is never lost.
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
@@ -18,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Error, apply, context::Context, secret::rfc3339};
+use super::{Error, apply, authorize::Problem, context::Context, secret::rfc3339};
 use crate::{
     api::{
         ClusterCredentialSource, CredentialSource, SecretReference, SourceKind, SourceMode, SourceStatus,
@@ -26,7 +26,7 @@ use crate::{
         condition::{ConditionUpdate, find, reasons, remove_condition, set_condition, types},
     },
     cloud::{endpoints, oidc},
-    session::Session,
+    session::{Session, labels as session_labels},
 };
 
 /// Re-check sources at least this often (Secrets referenced by sources are not watched).
@@ -110,6 +110,9 @@ pub enum Check {
     /// identityCenter: the session's expiry, or why there is no usable session.
     Session(Result<Timestamp, SessionProblem>),
     WebIdentity,
+    /// The access key or session Secret is not labelled for this source: nothing else was read
+    /// from it.
+    SecretNotBound(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +184,13 @@ pub fn status_for(
             reasons::CONFIGURED,
             "exchanging ServiceAccount tokens with STS AssumeAgencyWithOIDC".into(),
         ),
+        Check::SecretNotBound(message) => set(
+            &mut s,
+            types::READY,
+            false,
+            reasons::SECRET_NOT_BOUND,
+            message.clone(),
+        ),
         Check::Session(Err(p)) => {
             set(&mut s, types::READY, false, p.reason, p.message.clone());
             remove_condition(&mut s.conditions, types::SESSION_EXPIRING_SOON);
@@ -248,6 +258,36 @@ fn signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
+/// Why a source may not use a Secret, or `None` when the Secret is labelled for it: a source
+/// uses a Secret only when its labels `tcred.dev/source-kind` and `tcred.dev/source-name` name
+/// that source (`tcred login` writes them), so a second source cannot borrow another's session or
+/// access key (and bypass its limits, or send its tokens to another endpoint).
+pub fn binding_problem(
+    secret_labels: &BTreeMap<String, String>,
+    kind: SourceKind,
+    source: &str,
+    namespace: &str,
+    secret: &str,
+) -> Option<Problem> {
+    let kind_name = match kind {
+        SourceKind::CredentialSource => "CredentialSource",
+        SourceKind::ClusterCredentialSource => "ClusterCredentialSource",
+    };
+    let bound = secret_labels.get(session_labels::SOURCE_KIND).map(String::as_str) == Some(kind_name)
+        && secret_labels.get(session_labels::SOURCE_NAME).map(String::as_str) == Some(source);
+    (!bound).then(|| {
+        Problem::new(
+            reasons::SECRET_NOT_BOUND,
+            format!(
+                "Secret {namespace}/{secret} is not bound to {kind_name} {source}: label it {k}={kind_name} and {n}={source} \
+                 (kubectl label secret -n {namespace} {secret} {k}={kind_name} {n}={source})",
+                k = session_labels::SOURCE_KIND,
+                n = session_labels::SOURCE_NAME,
+            ),
+        )
+    })
+}
+
 /// When to look at a source again.
 pub fn next_check(
     check: &Check,
@@ -304,10 +344,7 @@ pub async fn reconcile<K: SourceResource>(
     let (check, refresh_at) = match view.mode {
         None => (Check::NoMode, None),
         Some(SourceMode::WebIdentity(_)) => (Check::WebIdentity, None),
-        Some(SourceMode::AccessKey(ak)) => (
-            Check::AccessKey(check_access_key(&ctx, src, &ak.secret_ref).await?),
-            None,
-        ),
+        Some(SourceMode::AccessKey(ak)) => (check_access_key(&ctx, src, &ak.secret_ref).await?, None),
         Some(SourceMode::IdentityCenter(ic)) => {
             check_session(&ctx, src, &view, &ic.session_secret_ref, now).await?
         }
@@ -374,19 +411,25 @@ async fn check_access_key<K: SourceResource>(
     ctx: &Context,
     src: &K,
     r: &SecretReference,
-) -> Result<Result<String, String>, Error> {
+) -> Result<Check, Error> {
     let Some(ns) = src.secret_namespace(r) else {
-        return Ok(Err(
+        return Ok(Check::AccessKey(Err(
             "the access key Secret's namespace is not allowed or not given".into(),
-        ));
+        )));
     };
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&r.name)
         .await
         .map_err(Error::Kube)?;
     let Some(secret) = secret else {
-        return Ok(Err(format!("Secret {ns}/{} does not exist", r.name)));
+        return Ok(Check::AccessKey(Err(format!(
+            "Secret {ns}/{} does not exist",
+            r.name
+        ))));
     };
+    if let Some(p) = binding_problem(secret.labels(), K::KIND, &src.name_any(), &ns, &r.name) {
+        return Ok(Check::SecretNotBound(p.message));
+    }
     let value = |k: &str| {
         secret
             .data
@@ -395,12 +438,12 @@ async fn check_access_key<K: SourceResource>(
             .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    match (
+    let check = match (
         value(super::mint::ACCESS_KEY_ID),
         value(super::mint::SECRET_ACCESS_KEY),
     ) {
-        (Some(id), Some(_)) => Ok(Ok(id)),
-        (id, _) => Ok(Err(format!(
+        (Some(id), Some(_)) => Ok(id),
+        (id, _) => Err(format!(
             "Secret {ns}/{} must hold non-empty keys {} and {} (missing: {})",
             r.name,
             super::mint::ACCESS_KEY_ID,
@@ -410,8 +453,9 @@ async fn check_access_key<K: SourceResource>(
             } else {
                 super::mint::SECRET_ACCESS_KEY
             }
-        ))),
-    }
+        )),
+    };
+    Ok(Check::AccessKey(check))
 }
 
 async fn check_session<K: SourceResource>(
@@ -440,6 +484,10 @@ async fn check_session<K: SourceResource>(
         };
         return Ok((Check::Session(Err(p)), None));
     };
+    // Before anything is read from the Secret, and so before any refresh sends its tokens.
+    if let Some(p) = binding_problem(secret.labels(), K::KIND, &src.name_any(), &ns, &r.name) {
+        return Ok((Check::SecretNotBound(p.message), None));
+    }
     let mut session = match Session::from_secret(&secret) {
         Ok(s) => s,
         Err(e) => {
@@ -698,6 +746,76 @@ mod tests {
             HINT,
         );
         assert_eq!(s.access_key_id.as_deref(), Some("AK1"));
+    }
+
+    fn bound_to(kind: &str, name: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (session_labels::SOURCE_KIND.to_owned(), kind.to_owned()),
+            (session_labels::SOURCE_NAME.to_owned(), name.to_owned()),
+        ])
+    }
+
+    #[test]
+    fn a_source_uses_only_secrets_labelled_for_it() {
+        let ns = SourceKind::CredentialSource;
+        let cluster = SourceKind::ClusterCredentialSource;
+        assert_eq!(
+            binding_problem(
+                &bound_to("CredentialSource", "corp"),
+                ns,
+                "corp",
+                "team-a",
+                "corp-ak"
+            ),
+            None
+        );
+        assert_eq!(
+            binding_problem(
+                &bound_to("ClusterCredentialSource", "corp"),
+                cluster,
+                "corp",
+                "tcred-system",
+                "corp-ak"
+            ),
+            None
+        );
+        // another source's Secret, the other kind's, half a binding, or none at all
+        for labels in [
+            bound_to("CredentialSource", "official"),
+            bound_to("ClusterCredentialSource", "corp"),
+            BTreeMap::from([(session_labels::SOURCE_NAME.to_owned(), "corp".to_owned())]),
+            BTreeMap::new(),
+        ] {
+            let p = binding_problem(&labels, ns, "corp", "team-a", "corp-ak").expect("refused");
+            assert_eq!(p.reason, reasons::SECRET_NOT_BOUND);
+            assert!(
+                p.message
+                    .starts_with("Secret team-a/corp-ak is not bound to CredentialSource corp")
+                    && p.message.contains("tcred.dev/source-kind=CredentialSource")
+                    && p.message.contains("tcred.dev/source-name=corp"),
+                "{}",
+                p.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_unbound_secret_makes_the_source_not_ready_without_its_key_id() {
+        let s = status_for(
+            &SourceStatus {
+                access_key_id: Some("AK-BEFORE".into()),
+                ..Default::default()
+            },
+            Some(1),
+            Some("accessKey"),
+            &Check::SecretNotBound("label it".into()),
+            t(0),
+            Duration::from_secs(DAY),
+            HINT,
+        );
+        assert_eq!(cond(&s, types::READY), ("False", reasons::SECRET_NOT_BOUND));
+        assert_eq!(s.access_key_id, None);
+        assert!(find(&s.conditions, types::SESSION_EXPIRED).is_none());
     }
 
     #[test]

@@ -219,10 +219,27 @@ pub async fn apply(client: &Client, manifest: Value) {
 }
 
 pub async fn create_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    create_labelled_secret(client, ns, name, &[], data).await;
+}
+
+/// Creates Secret `ns/name` with these labels and data.
+pub async fn create_labelled_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    data: &[(&str, &str)],
+) {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(ns.into()),
+            labels: (!labels.is_empty()).then(|| {
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
             ..Default::default()
         },
         data: Some(
@@ -563,12 +580,22 @@ impl Drop for Operator {
 
 // === tcred objects ===
 
-/// An accessKey CredentialSource `name` in `ns` signing as ci-bot, pointed at `sim`.
+/// The labels that bind a Secret to the source `kind`/`name` (a source uses no other Secret).
+pub fn bound_to<'a>(kind: &'a str, name: &'a str) -> [(&'a str, &'a str); 2] {
+    [
+        (tcred::session::labels::SOURCE_KIND, kind),
+        (tcred::session::labels::SOURCE_NAME, name),
+    ]
+}
+
+/// An accessKey CredentialSource `name` in `ns` signing as ci-bot, pointed at `sim`; its Secret
+/// `<name>-ak` is labelled for it.
 pub async fn access_key_source(client: &Client, ns: &str, name: &str, sim: &Simulator) {
-    create_secret(
+    create_labelled_secret(
         client,
         ns,
         &format!("{name}-ak"),
+        &bound_to("CredentialSource", name),
         &[("accessKeyId", CI_BOT_AK), ("secretAccessKey", CI_BOT_SK)],
     )
     .await;

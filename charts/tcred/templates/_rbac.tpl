@@ -8,6 +8,15 @@
 - apiGroups: ["tcred.dev"]
   resources: ["clustercredentialsources/status"]
   verbs: ["get", "patch", "update"]
+{{- if .Values.rbac.webIdentity.enabled }}
+# webIdentity sources: check each ServiceAccount token with a TokenReview before it leaves (a
+# token the API server itself accepts is never sent), and read the cluster's issuer.
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- nonResourceURLs: ["/.well-known/openid-configuration"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{- define "tcred.rules.namespaced" }}
@@ -23,17 +32,25 @@
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# webIdentity sources: a token of the TemporaryCredential's ServiceAccount (TokenRequest).
+{{- if .Values.rbac.webIdentity.enabled }}
+# webIdentity sources: a token of the TemporaryCredential's ServiceAccount (TokenRequest), after
+# reading the ServiceAccount's opt-in annotation tcred.dev/allowed-credentials.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+{{- end }}
 # Events on TemporaryCredentials and sources.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# rolloutRestartTargets: restart workloads after a rotation (a pod template annotation);
-# list finds the workloads a target's label selector names.
+{{- if .Values.rbac.rolloutRestarts.enabled }}
+# rolloutRestartTargets: restart workloads that opted in (tcred.dev/restart-on-rotation) after a
+# rotation (a pod template annotation); list finds the workloads a target's label selector names.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "list", "patch"]
+{{- end }}
 {{- end }}

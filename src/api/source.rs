@@ -212,8 +212,8 @@ pub struct Endpoints {
     pub sts: Option<String>,
 }
 
-const ENDPOINT_RULE: &str = r"self.matches('^https://[^/?#]+(/.*)?$') || self.matches('^http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/.*)?$')";
-const ENDPOINT_MESSAGE: &str = "endpoints must use https (http is allowed only for loopback hosts)";
+const ENDPOINT_RULE: &str = r"self.matches('^https://[^/?#@]+(/[^?#]*)?$') || self.matches('^http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/[^?#]*)?$')";
+const ENDPOINT_MESSAGE: &str = "endpoints must use https (http is allowed only for loopback hosts), with no user:password@, query or fragment";
 
 /// Guardrails applied to every TemporaryCredential that uses a source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]

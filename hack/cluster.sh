@@ -29,8 +29,9 @@ export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -p=2"
 
 # What tcred's tests rely on: owner-reference garbage collection, namespace deletion, default
-# ServiceAccounts and kube-root-ca.crt, workloads creating ReplicaSets, aggregated ClusterRoles.
-KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller
+# ServiceAccounts and kube-root-ca.crt, workloads creating ReplicaSets, aggregated ClusterRoles,
+# quota usage (a full quota is how a test makes the API server refuse a Secret write).
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller,resourcequota-controller
 KCM_CONTROLLERS+=,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller
 KCM_CONTROLLERS+=,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller
 KCM_CONTROLLERS+=,disruption-controller

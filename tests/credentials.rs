@@ -700,3 +700,93 @@ async fn huaweis_python_sdk_loads_the_secret_as_environment_and_as_credentials_f
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_secret_write_the_api_server_refuses_costs_no_mint() {
+    with_namespace("write-refused", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        // The namespace may hold no more Secrets than the access key Secret it has: the
+        // credential's Secret is refused by the quota, in the dry run as in the real write.
+        apply(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {"name": "secrets", "namespace": ns},
+                "spec": {"hard": {"count/secrets": "1"}},
+            }),
+        )
+        .await;
+        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(30), "the quota counts the Secret", || async {
+            let used = quotas.get("secrets").await.ok()?.status?.used?;
+            (used.get("count/secrets")?.0 == "1").then_some(())
+        })
+        .await;
+        let _op = Operator::start("write-refused", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        let tc = wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::SECRET_WRITE_FAILED,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            ready_message(&tc).contains("nothing was minted") && ready_message(&tc).contains("quota"),
+            "{}",
+            ready_message(&tc)
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(sim.mints_total().await, 0, "a Secret that cannot be written costs no mint");
+        assert!(has_event(
+            &events_for(&client, &ns, "billing").await,
+            reasons::SECRET_WRITE_FAILED
+        ));
+
+        // Room again: one mint, written (a spec edit retries at once rather than after backoff).
+        quotas.delete("secrets", &DeleteParams::default()).await.expect("delete quota");
+        let edit = json!({"spec": {"secret": {"labels": {"team": "billing"}}}});
+        Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
+            .patch("billing", &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .expect("edit");
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(90)).await;
+        assert_eq!(sim.mints_total().await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_created_while_tcred_mints_is_not_adopted() {
+    with_namespace("no-adoption", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        // Minting takes 4 s: time enough for someone else to create a Secret of that name.
+        sim.set_faults(json!({"latencyMs": 4000, "scope": "mint"})).await;
+        let _op = Operator::start("no-adoption", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        create_secret(&client, &ns, "billing", &[("owner", "someone-else")]).await;
+
+        let tc = wait_for(Duration::from_secs(40), "a SecretConflict", || async {
+            let tc = get_tc(&client, &ns, "billing").await;
+            (ready_of(&tc).map(|(_, r)| r).as_deref() == Some(reasons::SECRET_CONFLICT)).then_some(tc)
+        })
+        .await;
+        let theirs = secrets.get("billing").await.expect("their Secret");
+        assert_eq!(secret_text(&theirs, "owner"), "someone-else");
+        assert!(
+            theirs.data.as_ref().is_some_and(|d| !d.contains_key("HUAWEICLOUD_SDK_AK")),
+            "tcred wrote into a Secret it did not create"
+        );
+        assert!(
+            theirs.owner_references().is_empty() && !theirs.labels().contains_key("tcred.dev/credential"),
+            "tcred adopted a Secret it did not create"
+        );
+        assert!(ready_message(&tc).contains("not managed by tcred"), "{}", ready_message(&tc));
+    })
+    .await;
+}

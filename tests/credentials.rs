@@ -739,14 +739,21 @@ async fn a_secret_write_the_api_server_refuses_costs_no_mint() {
             ready_message(&tc)
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(sim.mints_total().await, 0, "a Secret that cannot be written costs no mint");
+        assert_eq!(
+            sim.mints_total().await,
+            0,
+            "a Secret that cannot be written costs no mint"
+        );
         assert!(has_event(
             &events_for(&client, &ns, "billing").await,
             reasons::SECRET_WRITE_FAILED
         ));
 
         // Room again: one mint, written (a spec edit retries at once rather than after backoff).
-        quotas.delete("secrets", &DeleteParams::default()).await.expect("delete quota");
+        quotas
+            .delete("secrets", &DeleteParams::default())
+            .await
+            .expect("delete quota");
         let edit = json!({"spec": {"secret": {"labels": {"team": "billing"}}}});
         Api::<TemporaryCredential>::namespaced(client.clone(), &ns)
             .patch("billing", &PatchParams::default(), &Patch::Merge(&edit))
@@ -779,14 +786,80 @@ async fn a_secret_created_while_tcred_mints_is_not_adopted() {
         let theirs = secrets.get("billing").await.expect("their Secret");
         assert_eq!(secret_text(&theirs, "owner"), "someone-else");
         assert!(
-            theirs.data.as_ref().is_some_and(|d| !d.contains_key("HUAWEICLOUD_SDK_AK")),
+            theirs
+                .data
+                .as_ref()
+                .is_some_and(|d| !d.contains_key("HUAWEICLOUD_SDK_AK")),
             "tcred wrote into a Secret it did not create"
         );
         assert!(
             theirs.owner_references().is_empty() && !theirs.labels().contains_key("tcred.dev/credential"),
             "tcred adopted a Secret it did not create"
         );
-        assert!(ready_message(&tc).contains("not managed by tcred"), "{}", ready_message(&tc));
+        assert!(
+            ready_message(&tc).contains("not managed by tcred"),
+            "{}",
+            ready_message(&tc)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_write_that_fails_after_the_mint_is_retried_without_minting_again() {
+    with_namespace("write-after-mint", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        // Room for one more Secret: the dry run before the mint passes. Minting takes 4 s, and in
+        // that time another Secret takes the room, so the real write is refused after the mint.
+        apply(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {"name": "secrets", "namespace": ns},
+                "spec": {"hard": {"count/secrets": "2"}},
+            }),
+        )
+        .await;
+        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(30), "the quota counts the Secret", || async {
+            let q = quotas.get("secrets").await.ok()?.status?;
+            (q.used?.get("count/secrets")?.0 == "1" && q.hard?.contains_key("count/secrets")).then_some(())
+        })
+        .await;
+        sim.set_faults(json!({"latencyMs": 4000, "scope": "mint"})).await;
+        let _op = Operator::start("write-after-mint", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        create_secret(&client, &ns, "filler", &[("k", "v")]).await;
+        let tc = wait_ready_reason(
+            &client,
+            &ns,
+            "billing",
+            reasons::SECRET_WRITE_FAILED,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            ready_message(&tc).contains("retries only the write"),
+            "{}",
+            ready_message(&tc)
+        );
+        assert_eq!(sim.mints_total().await, 1);
+
+        // Room again: the credential minted before is written, nothing is minted again.
+        sim.set_faults(json!({"latencyMs": 0})).await;
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .delete("filler", &DeleteParams::default())
+            .await
+            .expect("delete filler");
+        let tc = wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(150)).await;
+        let secret = get_secret(&client, &ns, "billing").await.expect("Secret");
+        assert_eq!(
+            Some(secret_text(&secret, "HUAWEICLOUD_SDK_AK")),
+            tc.status.and_then(|s| s.access_key_id)
+        );
+        assert_eq!(sim.mints_total().await, 1, "the write was retried, not the mint");
     })
     .await;
 }

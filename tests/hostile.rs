@@ -1175,9 +1175,11 @@ async fn a_namespace_served_by_a_scoped_installation_is_left_alone_by_the_cluste
     a.attack_now();
     a.attacker_source("own-src", &sim).await;
     a.attacker_credential("own", "own-src", json!({})).await;
-    a.wait_attacker("own", reasons::ISSUED, Duration::from_secs(30)).await;
+    a.wait_attacker("own", reasons::ISSUED, Duration::from_secs(30))
+        .await;
     rotate(&a.admin, &a.attacker, "own", "once").await;
-    a.wait_attacker("own", reasons::ROTATED, Duration::from_secs(60)).await;
+    a.wait_attacker("own", reasons::ROTATED, Duration::from_secs(60))
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         sim.mint_calls().await,

@@ -366,16 +366,6 @@ pub async fn reconcile<K: SourceResource>(
     Ok(Action::requeue(next_check(&check, refresh_at, now, warning)))
 }
 
-pub fn error_policy<K: SourceResource>(
-    obj: Arc<DeserializeGuard<K>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.metrics.count_error(error.metric_label());
-    warn!(%error, object = %obj.name_any(), "source reconcile failed");
-    Action::requeue(Duration::from_secs(5))
-}
-
 async fn write_status<K: SourceResource>(ctx: &Context, src: &K, status: &SourceStatus) -> Result<(), Error> {
     let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     src.api(ctx.client.clone())

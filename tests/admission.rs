@@ -21,7 +21,6 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::*;
 use tcred::{
@@ -40,8 +39,9 @@ const TEST_LABEL: &str = "tcred.dev/test";
 /// The ValidatingAdmissionPolicy document of the chart's file, as shipped.
 fn shipped_policy() -> Value {
     let text = std::fs::read_to_string(POLICY_FILE).expect("read the policy file");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("yaml")).expect("json"))
+    serde_saphyr::from_multiple::<Value>(&text)
+        .expect("yaml")
+        .into_iter()
         .find(|v| v["kind"] == "ValidatingAdmissionPolicy")
         .expect("a ValidatingAdmissionPolicy in the file")
 }

@@ -34,7 +34,6 @@ use kube::{
     core::{DynamicObject, GroupVersionKind},
     discovery,
 };
-use serde::Deserialize as _;
 use serde_json::Value;
 use support::*;
 
@@ -99,12 +98,10 @@ fn parse_case(path: &Path, vars: &BTreeMap<&str, String>) -> Result<Case, String
         .ok_or("no `# expect:` line")
         .and_then(|e| parse_expect(e.trim()).map_err(|_| "bad `# expect:` line"))?;
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| format!("yaml: {e}"))?;
-        if v.is_null() {
-            continue;
+    for v in serde_saphyr::from_multiple::<serde_json::Value>(&text).map_err(|e| format!("yaml: {e}"))? {
+        if !v.is_null() {
+            docs.push(v);
         }
-        docs.push(serde_json::to_value(v).map_err(|e| format!("json: {e}"))?);
     }
     let last = docs.last().ok_or("no document")?;
     for d in &docs {

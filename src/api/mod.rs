@@ -75,8 +75,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 }
 
 /// One CRD as the YAML committed in `crds/`.
-pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(crd)
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(crd)
 }
 
 /// The file name a CRD is committed under in `crds/`.

@@ -53,7 +53,7 @@ pub enum Error {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::SerializeError),
     #[error("lost the leader lease; exiting so a fresh replica can stand by")]
     LostLease,
     #[error("{0}")]

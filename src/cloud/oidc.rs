@@ -78,6 +78,7 @@ struct ClientInfo {
 }
 
 /// `POST /v1/clients`.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "RegisterClient", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn register_client(
     http: &HttpClient,
     endpoint: &Url,
@@ -134,6 +135,7 @@ struct StartResponse {
 }
 
 /// `POST /v1/device/authorize`.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "StartDeviceAuthorization", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn start_device_authorization(
     http: &HttpClient,
     endpoint: &Url,
@@ -202,6 +204,7 @@ impl TokenInfo {
 }
 
 /// One CreateToken poll with the device code.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "CreateToken", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn poll_device_token(
     http: &HttpClient,
     endpoint: &Url,
@@ -236,6 +239,7 @@ pub async fn poll_device_token(
 }
 
 /// CreateToken with a refresh token. Huawei may rotate the refresh token: persist the new one.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "CreateToken(refresh)", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn refresh(
     http: &HttpClient,
     endpoint: &Url,

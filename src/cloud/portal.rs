@@ -61,6 +61,7 @@ fn get(http: &HttpClient, url: Url, access_token: &SecretString) -> reqwest::Req
 }
 
 /// Every permission set the session's user is assigned in `account_id` (all pages).
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "ListAssignedAgencies", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn list_assigned_agencies(
     http: &HttpClient,
     endpoint: &Url,
@@ -135,6 +136,7 @@ pub async fn resolve_permission_set(
 }
 
 /// `GET /v1/credentials` for one agency.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "GetAgencyCredentials", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn get_credentials(
     http: &HttpClient,
     endpoint: &Url,
@@ -167,6 +169,7 @@ pub async fn get_credentials(
 }
 
 /// `POST /v1/logout`: ends the portal session.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "Logout", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn logout(
     http: &HttpClient,
     endpoint: &Url,

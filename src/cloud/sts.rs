@@ -123,6 +123,7 @@ fn signed(
 }
 
 /// `POST /v5/agencies/assume`, signed with `key`.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "AssumeAgency", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn assume_agency(
     http: &HttpClient,
     endpoint: &Url,
@@ -149,6 +150,7 @@ pub async fn assume_agency(
 }
 
 /// `POST /v5/agencies/assume-with-oidc`: exchanges `id_token` (no Huawei key involved).
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "AssumeAgencyWithOIDC", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn assume_agency_with_oidc(
     http: &HttpClient,
     endpoint: &Url,
@@ -177,6 +179,7 @@ pub async fn assume_agency_with_oidc(
 }
 
 /// `GET /v5/caller-identity`, signed with `key`.
+#[tracing::instrument(level = "debug", skip_all, fields(operation = "GetCallerIdentity", host = endpoint.host_str().unwrap_or_default()))]
 pub async fn caller_identity(
     http: &HttpClient,
     endpoint: &Url,

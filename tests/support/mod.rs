@@ -304,7 +304,7 @@ impl Simulator {
         tcred::cloud::http::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sim.yaml");
-        std::fs::write(&path, serde_yaml::to_string(config).expect("yaml")).expect("write sim config");
+        std::fs::write(&path, serde_saphyr::to_string(config).expect("yaml")).expect("write sim config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
             .args([
                 "--config",
@@ -838,7 +838,7 @@ impl Simulator {
         tcred::cloud::http::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sim.yaml");
-        std::fs::write(&path, serde_yaml::to_string(config).expect("yaml")).expect("write sim config");
+        std::fs::write(&path, serde_saphyr::to_string(config).expect("yaml")).expect("write sim config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
             .args(["--config", path.to_str().expect("path"), "--listen", listen])
             .stdout(Stdio::piped())

@@ -166,7 +166,7 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| format!("invalid configuration: {e}"))?;
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| format!("invalid configuration: {e}"))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -708,21 +708,7 @@ async fn a_secret_write_the_api_server_refuses_costs_no_mint() {
         access_key_source(&client, &ns, "corp", &sim).await;
         // The namespace may hold no more Secrets than the access key Secret it has: the
         // credential's Secret is refused by the quota, in the dry run as in the real write.
-        apply(
-            &client,
-            json!({
-                "apiVersion": "v1", "kind": "ResourceQuota",
-                "metadata": {"name": "secrets", "namespace": ns},
-                "spec": {"hard": {"count/secrets": "1"}},
-            }),
-        )
-        .await;
-        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns);
-        wait_for(Duration::from_secs(30), "the quota counts the Secret", || async {
-            let used = quotas.get("secrets").await.ok()?.status?.used?;
-            (used.get("count/secrets")?.0 == "1").then_some(())
-        })
-        .await;
+        let quotas = secret_quota(&client, &ns, 1).await;
         let _op = Operator::start("write-refused", &ns).await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
         let tc = wait_ready_reason(
@@ -812,21 +798,7 @@ async fn a_secret_write_that_fails_after_the_mint_is_retried_without_minting_aga
         access_key_source(&client, &ns, "corp", &sim).await;
         // Room for one more Secret: the dry run before the mint passes. Minting takes 4 s, and in
         // that time another Secret takes the room, so the real write is refused after the mint.
-        apply(
-            &client,
-            json!({
-                "apiVersion": "v1", "kind": "ResourceQuota",
-                "metadata": {"name": "secrets", "namespace": ns},
-                "spec": {"hard": {"count/secrets": "2"}},
-            }),
-        )
-        .await;
-        let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns);
-        wait_for(Duration::from_secs(30), "the quota counts the Secret", || async {
-            let q = quotas.get("secrets").await.ok()?.status?;
-            (q.used?.get("count/secrets")?.0 == "1" && q.hard?.contains_key("count/secrets")).then_some(())
-        })
-        .await;
+        secret_quota(&client, &ns, 2).await;
         sim.set_faults(json!({"latencyMs": 4000, "scope": "mint"})).await;
         let _op = Operator::start("write-after-mint", &ns).await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
@@ -862,4 +834,29 @@ async fn a_secret_write_that_fails_after_the_mint_is_retried_without_minting_aga
         assert_eq!(sim.mints_total().await, 1, "the write was retried, not the mint");
     })
     .await;
+}
+
+/// A ResourceQuota `secrets` allowing `hard` Secrets in `ns`, once the quota controller has
+/// counted the one Secret the namespace holds.
+async fn secret_quota(
+    client: &kube::Client,
+    ns: &str,
+    hard: u32,
+) -> Api<k8s_openapi::api::core::v1::ResourceQuota> {
+    apply(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "secrets", "namespace": ns},
+            "spec": {"hard": {"count/secrets": hard.to_string()}},
+        }),
+    )
+    .await;
+    let quotas = Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(30), "the quota counts the Secret", || async {
+        let q = quotas.get("secrets").await.ok()?.status?;
+        (q.used?.get("count/secrets")?.0 == "1" && q.hard?.contains_key("count/secrets")).then_some(())
+    })
+    .await;
+    quotas
 }

@@ -98,15 +98,10 @@ impl MintError {
     }
 
     fn kube(what: &str, e: &kube::Error) -> Self {
-        let class = match e {
-            kube::Error::Api(s) if s.code == 404 => ErrorClass::NotFound,
-            kube::Error::Api(s) if s.code == 403 || s.code == 401 => ErrorClass::Auth,
-            kube::Error::Api(s) if s.code == 429 => ErrorClass::Throttled,
-            kube::Error::Api(s) if s.code >= 500 => ErrorClass::Server,
-            kube::Error::Api(_) => ErrorClass::InvalidRequest,
-            _ => ErrorClass::Network,
-        };
-        Self::new(class, format!("{what}: {}", super::kube_message(e)))
+        Self::new(
+            super::apply::error_class(e),
+            format!("{what}: {}", super::kube_message(e)),
+        )
     }
 }
 

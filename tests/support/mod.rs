@@ -301,40 +301,7 @@ pub fn default_sim_config() -> Value {
 
 impl Simulator {
     pub async fn start(config: &Value) -> Self {
-        tcred::cloud::http::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("sim.yaml");
-        std::fs::write(&path, serde_saphyr::to_string(config).expect("yaml")).expect("write sim config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
-            .args([
-                "--config",
-                path.to_str().expect("path"),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the simulator");
-        let stdout = child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        })
-        .await
-        .expect("join")
-        .expect("read simulator address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            url,
-            http: reqwest::Client::new(),
-            _dir: dir,
-        }
+        Self::start_on(config, "127.0.0.1:0").await
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -832,8 +799,8 @@ pub fn apiserver_url() -> String {
 // === Hostile input (tests/hostile.rs, tests/corpus.rs) ===
 
 impl Simulator {
-    /// Like [`Simulator::start`], listening on `listen` (e.g. `[::1]:0`, a loopback address the
-    /// operator's endpoint allowlist does not name).
+    /// A simulator with `config`, listening on `listen` (`127.0.0.1:0` for [`Simulator::start`];
+    /// e.g. `[::1]:0`, a loopback address the operator's endpoint allowlist does not name).
     pub async fn start_on(config: &Value, listen: &str) -> Self {
         tcred::cloud::http::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");

@@ -69,8 +69,8 @@ cluster-status: ## Show the local control plane
 
 .PHONY: cluster-test
 cluster-test: cluster-up venv ## Black-box tests on the control plane with the simulator
-	TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm TCRED_PYTHON=$(CURDIR)/$(PYTHON) \
-	  $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
+	TCRED_REQUIRE_CLUSTER=1 TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm \
+	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python venv with Huawei's official SDK

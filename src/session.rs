@@ -1,4 +1,4 @@
-//! The Identity Center session Secret (contract: DESIGN §2.2): written by `tcred login`, read by
+//! The Identity Center session Secret (contract: docs/api.md): written by `tcred login`, read by
 //! the controller to mint, and updated by it when a refresh token yields a new access token.
 
 use std::{collections::BTreeMap, time::Duration};

@@ -21,7 +21,7 @@ pub use source::{
 /// API group of every tcred kind.
 pub const GROUP: &str = "tcred.dev";
 
-/// Labels tcred sets (contract: DESIGN §2.1).
+/// Labels tcred sets (contract: docs/api.md).
 pub mod labels {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     pub const MANAGED_BY_VALUE: &str = "tcred";

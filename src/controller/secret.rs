@@ -35,7 +35,7 @@ use crate::{
     cloud::IssuedCredential,
 };
 
-/// Secret keys (contract: DESIGN §2.4).
+/// Secret keys (contract: docs/api.md, "The Secret").
 pub mod keys {
     pub const ACCESS_KEY: &str = "HUAWEICLOUD_SDK_AK";
     pub const SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";

@@ -1,12 +1,13 @@
 //! `tcred rotate NAMESPACE/NAME`: force one rotation (the `tcred.dev/rotate` annotation) and wait
 //! for the new credential.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
+    runtime::wait::await_condition,
 };
 use serde_json::json;
 
@@ -50,28 +51,40 @@ pub async fn run(args: RotateArgs) -> Result<(), Error> {
         .await?;
     println!("Requested a rotation of {ns}/{name}; waiting for the new credential...");
 
-    let deadline = Instant::now() + Duration::from(args.timeout);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let tc = api.get(&name).await?;
-        let s = tc.status.unwrap_or_default();
-        if s.last_rotate_request.as_deref() == Some(request.as_str()) && s.rotations > rotations_before {
+    // Watch the object until its status shows this request honoured by a new rotation.
+    let honoured = {
+        let request = request.clone();
+        move |tc: Option<&TemporaryCredential>| {
+            tc.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+                s.last_rotate_request.as_deref() == Some(request.as_str()) && s.rotations > rotations_before
+            })
+        }
+    };
+    let timeout = Duration::from(args.timeout);
+    let waited = tokio::time::timeout(timeout, await_condition(api.clone(), &name, honoured)).await;
+    match waited {
+        Ok(Ok(Some(tc))) => {
+            let s = tc.status.unwrap_or_default();
             println!(
                 "Rotated {ns}/{name}: access key {}, valid until {}, next renewal at {}.",
                 s.access_key_id.as_deref().unwrap_or("-"),
                 s.expires_at.map(|t| rfc3339(t.0)).unwrap_or_else(|| "-".into()),
                 s.renewal_time.map(|t| rfc3339(t.0)).unwrap_or_else(|| "-".into()),
             );
-            return Ok(());
+            Ok(())
         }
-        if Instant::now() >= deadline {
+        Ok(Ok(None)) => Err(Error::Usage(format!(
+            "{ns}/{name} was deleted while waiting for the rotation"
+        ))),
+        Ok(Err(e)) => Err(Error::Usage(format!("watching {ns}/{name}: {e}"))),
+        Err(_) => {
+            let s = api.get(&name).await?.status.unwrap_or_default();
             let why = find(&s.conditions, types::READY)
                 .map(|c| format!("{} ({}): {}", c.status, c.reason, c.message))
                 .unwrap_or_else(|| "no Ready condition yet".into());
-            return Err(Error::Usage(format!(
-                "no new credential within {:?}; Ready is {why}",
-                Duration::from(args.timeout)
-            )));
+            Err(Error::Usage(format!(
+                "no new credential within {timeout:?}; Ready is {why}"
+            )))
         }
     }
 }

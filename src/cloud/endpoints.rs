@@ -8,7 +8,7 @@ use super::error::CloudError;
 use crate::api::Endpoints;
 
 /// The flag an administrator sets to let namespaced sources use other hosts.
-pub const ALLOWED_HOSTS_FLAG: &str = "--allowed-endpoint-hosts";
+pub use super::error::ALLOWED_HOSTS_FLAG;
 
 /// Huawei Cloud's own domains: always allowed, and the only hosts trusted by default.
 pub const HUAWEI_DOMAINS: [&str; 4] = [

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The controller flag that lists the endpoint hosts namespaced sources may use.
+pub const ALLOWED_HOSTS_FLAG: &str = "--allowed-endpoint-hosts";
+
 /// What kind of failure a Huawei Cloud call hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorClass {
@@ -89,7 +92,7 @@ pub enum CloudError {
     /// A namespaced source names an endpoint host the administrator has not allowed.
     #[error(
         "endpoint {endpoint} is not allowed by the administrator: a CredentialSource may only use Huawei Cloud's own domains or hosts allowed with {flag}",
-        flag = super::endpoints::ALLOWED_HOSTS_FLAG
+        flag = ALLOWED_HOSTS_FLAG
     )]
     EndpointNotAllowed {
         /// `scheme://host` only.

@@ -357,6 +357,29 @@ impl Arena {
         .await;
     }
 
+    /// The attack of a hostile endpoint: a simulator answering with `hostile` (docs/simulator.md),
+    /// the attacker's source pointed at it and its credential created now. Returns the simulator
+    /// and the message of the failed mint, once the credential reports it, after checking that
+    /// no Secret was written.
+    async fn hostile_endpoint_attack(&mut self, hostile: Value) -> (Simulator, String) {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_hostile(hostile).await;
+        self.attacker_source("attacker-src", &sim).await;
+        self.attack_now();
+        self.attacker_credential("attacker", "attacker-src", json!({}))
+            .await;
+        let tc = self
+            .wait_attacker("attacker", reasons::MINT_FAILED, Duration::from_secs(30))
+            .await;
+        assert!(
+            get_secret(&self.admin, &self.attacker, "attacker")
+                .await
+                .is_none(),
+            "nothing is written from a hostile answer"
+        );
+        (sim, ready_message(&tc))
+    }
+
     async fn wait_attacker(&self, name: &str, reason: &str, timeout: Duration) -> TemporaryCredential {
         wait_ready_reason(&self.admin, &self.attacker, name, reason, timeout).await
     }
@@ -391,22 +414,13 @@ fn ago(seconds: i64) -> String {
 #[tokio::test]
 async fn a_huge_response_body_is_cut_at_64_kib_and_the_operator_stays_small() {
     let mut a = Arena::start("huge-body", &[]).await;
-    let hostile = Simulator::start(&default_sim_config()).await;
-    hostile
-        .set_hostile(json!({"operations": ["AssumeAgency"], "hugeBodyBytes": 300_000_000u64}))
+    let (hostile, msg) = a
+        .hostile_endpoint_attack(json!({"operations": ["AssumeAgency"], "hugeBodyBytes": 300_000_000u64}))
         .await;
-    a.attacker_source("attacker-src", &hostile).await;
-    a.attack_now();
-    a.attacker_credential("attacker", "attacker-src", json!({})).await;
-    let tc = a
-        .wait_attacker("attacker", reasons::MINT_FAILED, Duration::from_secs(30))
-        .await;
-    let msg = ready_message(&tc);
     assert!(
         msg.contains("64 KiB"),
         "the condition says the response was too large: {msg}"
     );
-    assert!(get_secret(&a.admin, &a.attacker, "attacker").await.is_none());
     let f = a.finish(&[&hostile], MAX_MINT_CALLS).await;
     assert!(f.operator_peak_rss_mib < 128.0);
 }
@@ -414,24 +428,12 @@ async fn a_huge_response_body_is_cut_at_64_kib_and_the_operator_stays_small() {
 #[tokio::test]
 async fn already_expired_credentials_are_failed_mints_with_backoff() {
     let mut a = Arena::start("expired", &[]).await;
-    let hostile = Simulator::start(&default_sim_config()).await;
-    hostile
-        .set_hostile(json!({"operations": ["AssumeAgency"], "expiration": ago(10)}))
+    let (hostile, msg) = a
+        .hostile_endpoint_attack(json!({"operations": ["AssumeAgency"], "expiration": ago(10)}))
         .await;
-    a.attacker_source("attacker-src", &hostile).await;
-    a.attack_now();
-    a.attacker_credential("attacker", "attacker-src", json!({})).await;
-    let tc = a
-        .wait_attacker("attacker", reasons::MINT_FAILED, Duration::from_secs(30))
-        .await;
-    let msg = ready_message(&tc);
     assert!(
         msg.contains("expire"),
         "the condition says the credential was expired: {msg}"
-    );
-    assert!(
-        get_secret(&a.admin, &a.attacker, "attacker").await.is_none(),
-        "an expired credential is never written"
     );
     a.finish(&[&hostile], MAX_MINT_CALLS).await;
 }
@@ -487,15 +489,8 @@ async fn extreme_negative_and_far_future_expirations_are_refused_without_a_crash
 #[tokio::test]
 async fn malformed_json_is_a_failed_mint_with_backoff() {
     let mut a = Arena::start("malformed", &[]).await;
-    let hostile = Simulator::start(&default_sim_config()).await;
-    hostile.set_hostile(json!({"malformedJson": true})).await;
-    a.attacker_source("attacker-src", &hostile).await;
-    a.attack_now();
-    a.attacker_credential("attacker", "attacker-src", json!({})).await;
-    let tc = a
-        .wait_attacker("attacker", reasons::MINT_FAILED, Duration::from_secs(30))
-        .await;
-    assert!(!ready_message(&tc).is_empty());
+    let (hostile, msg) = a.hostile_endpoint_attack(json!({"malformedJson": true})).await;
+    assert!(!msg.is_empty());
     a.finish(&[&hostile], MAX_MINT_CALLS).await;
 }
 

@@ -396,7 +396,7 @@ impl Reconciler<'_> {
         if let Some(waiting) = self.ctx.pending.take(&uid, &spec_hash, self.now, min_left) {
             info!(object = %self.tc.name_any(), namespace = %self.namespace(), "writing a credential minted earlier");
             return self
-                .write_minted(reason, auth, waiting, held_expiry, missing)
+                .write_minted(reason, source, auth, waiting, held_expiry, missing)
                 .await;
         }
         if self.write_unproven(reason)
@@ -457,7 +457,7 @@ impl Reconciler<'_> {
             issued_expiry,
             rotate_request: rotate_request.map(str::to_owned),
         };
-        self.write_minted(reason, auth, minted, held_expiry, missing)
+        self.write_minted(reason, source, auth, minted, held_expiry, missing)
             .await
     }
 
@@ -510,6 +510,7 @@ impl Reconciler<'_> {
     async fn write_minted(
         &self,
         reason: MintReason,
+        source: &super::context::Source,
         auth: &authorize::Authorized<'_>,
         minted: PendingWrite,
         held_expiry: Option<Timestamp>,
@@ -528,14 +529,9 @@ impl Reconciler<'_> {
             },
         );
         if let Err(e) = apply::write_secret(self.ctx, &built, missing, false).await {
-            let source_version = self
-                .ctx
-                .source_of(self.tc)
-                .ok()
-                .and_then(|s| s.resource_version());
-            self.ctx.pending.keep(&uid, minted.clone(), self.now);
+            self.ctx.pending.keep(&uid, minted, self.now);
             return self
-                .write_failed_after_mint(&e, held_expiry, source_version.as_deref(), missing)
+                .write_failed_after_mint(&e, held_expiry, source, missing)
                 .await;
         }
         self.ctx.pending.forget(&uid);
@@ -643,7 +639,7 @@ impl Reconciler<'_> {
         &self,
         e: &kube::Error,
         held_expiry: Option<Timestamp>,
-        source_version: Option<&str>,
+        source: &super::context::Source,
         missing: bool,
     ) -> Result<Action, Error> {
         let appeared = missing && matches!(e, kube::Error::Api(s) if s.code == 409);
@@ -658,7 +654,7 @@ impl Reconciler<'_> {
                 super::kube_message(e)
             )
         };
-        self.secret_write_failed(e, message, held_expiry, source_version)
+        self.secret_write_failed(e, message, held_expiry, source.resource_version().as_deref())
             .await
     }
 

@@ -380,6 +380,20 @@ impl Arena {
         (sim, ready_message(&tc))
     }
 
+    /// The attacker's credential issued by a well-behaved simulator, whose counters then start
+    /// from zero with the attack (which begins now).
+    async fn issued_attacker(&mut self) -> Simulator {
+        let sim = Simulator::start(&default_sim_config()).await;
+        self.attacker_source("attacker-src", &sim).await;
+        self.attacker_credential("attacker", "attacker-src", json!({}))
+            .await;
+        self.wait_attacker("attacker", reasons::ISSUED, Duration::from_secs(30))
+            .await;
+        sim.reset_stats().await;
+        self.attack_now();
+        sim
+    }
+
     async fn wait_attacker(&self, name: &str, reason: &str, timeout: Duration) -> TemporaryCredential {
         wait_ready_reason(&self.admin, &self.attacker, name, reason, timeout).await
     }
@@ -499,13 +513,7 @@ async fn malformed_json_is_a_failed_mint_with_backoff() {
 #[tokio::test]
 async fn a_foreign_data_key_in_the_managed_secret_is_kept_and_is_not_an_edit() {
     let mut a = Arena::start("extra-key", &[]).await;
-    let sim = Simulator::start(&default_sim_config()).await;
-    a.attacker_source("attacker-src", &sim).await;
-    a.attacker_credential("attacker", "attacker-src", json!({})).await;
-    a.wait_attacker("attacker", reasons::ISSUED, Duration::from_secs(30))
-        .await;
-    sim.reset_stats().await;
-    a.attack_now();
+    let sim = a.issued_attacker().await;
     let patch = json!({"stringData": {"EXTRA": "someone else's key"}});
     Api::<Secret>::namespaced(a.admin.clone(), &a.attacker)
         .patch("attacker", &PatchParams::default(), &Patch::Merge(&patch))
@@ -643,13 +651,7 @@ async fn an_edited_expires_at_annotation_neither_keeps_a_credential_past_expiry_
 #[tokio::test]
 async fn rotate_annotation_spam_is_honoured_at_most_three_times_a_minute() {
     let mut a = Arena::start("rotate-spam", &[]).await;
-    let sim = Simulator::start(&default_sim_config()).await;
-    a.attacker_source("attacker-src", &sim).await;
-    a.attacker_credential("attacker", "attacker-src", json!({})).await;
-    a.wait_attacker("attacker", reasons::ISSUED, Duration::from_secs(30))
-        .await;
-    sim.reset_stats().await;
-    a.attack_now();
+    let sim = a.issued_attacker().await;
     for i in 0..55 {
         rotate(&a.admin, &a.attacker, "attacker", &format!("spam-{i}")).await;
         tokio::time::sleep(Duration::from_secs(1)).await;

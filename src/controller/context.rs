@@ -19,8 +19,8 @@ use kube::{
 
 use super::{
     authorize::Problem,
+    credentials::pending::PendingWrites,
     guard::{ErrorBackoff, NamespaceGate},
-    pending::PendingWrites,
 };
 use crate::{
     api::{

@@ -4,17 +4,14 @@
 pub mod apply;
 pub mod authorize;
 pub mod context;
+pub mod credentials;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod guard;
-pub mod mint;
-pub mod pending;
-pub mod plan;
-pub mod reconcile;
 pub mod restart;
-pub mod secret;
 pub mod sources;
-pub mod status;
+
+pub use self::credentials::{mint, pending, plan, secret, status};
 
 use std::{future::Future, sync::Arc};
 
@@ -294,7 +291,7 @@ pub async fn run(
         .watches_stream(ns_stream, by_namespace)
         .watches_stream(secret_stream, by_secret)
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .run(credentials::reconcile, credentials::error_policy, ctx.clone())
         .for_each(log_queue_error);
     let exclude = ctx.config.exclude_namespaces.clone();
     let sources = source_controller(

@@ -193,7 +193,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::controller::secret::ManagedSecret;
+    use crate::controller::credentials::secret::ManagedSecret;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -558,8 +558,8 @@ mod tests {
     /// annotation edited, observed by a credential whose status recorded that mint.
     fn edited_annotation(key: &str, value: &str) -> (TemporaryCredentialStatus, Observed) {
         use crate::controller::{
+            credentials::secret::{Times, build, observe},
             fixtures::{credential, tc},
-            secret::{Times, build, observe},
         };
         let status = minted_at(0);
         let mut object = tc("billing");
@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn an_edited_issue_time_is_no_rotation() {
-        use crate::controller::status::{Base, after_keep};
+        use crate::controller::credentials::status::{Base, after_keep};
         let (status, observed) =
             edited_annotation(crate::api::annotations::ISSUED_AT, "1970-01-01T00:30:00Z");
         let Plan::Keep {

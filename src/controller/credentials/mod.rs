@@ -14,17 +14,24 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
+pub mod mint;
+pub mod pending;
+pub mod plan;
+pub mod secret;
+pub mod status;
+
+use self::{
+    pending::PendingWrite,
+    plan::{MintReason, Plan, PlanInput, plan},
+    secret::{Observed, Times},
+    status::{Base, Minted},
+};
 use super::{
     Error,
     apply::{self, FIELD_MANAGER},
     authorize::{self, Problem, Request},
     context::Context,
-    guard, mint,
-    pending::PendingWrite,
-    plan::{MintReason, Plan, PlanInput, plan},
-    restart,
-    secret::{self, Observed, Times},
-    status::{self, Base, Minted},
+    guard, restart,
 };
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
@@ -307,7 +314,7 @@ impl Reconciler<'_> {
             policy: self.policy(),
             uid: &uid,
             source_version: source_version.as_deref(),
-            last_mint: super::plan::last_mint(&self.prev, &observed, self.now),
+            last_mint: plan::last_mint(&self.prev, &observed, self.now),
             min_interval: self.ctx.config.min_mint_interval,
         });
         match decision {

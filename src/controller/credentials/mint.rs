@@ -13,7 +13,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::PostParams};
 
-use super::{
+use crate::controller::{
     authorize::{Authorized, Problem, Target},
     context::{AGENCY_URN_TTL, Context, Source},
 };
@@ -99,8 +99,8 @@ impl MintError {
 
     fn kube(what: &str, e: &kube::Error) -> Self {
         Self::new(
-            super::apply::error_class(e),
-            format!("{what}: {}", super::kube_message(e)),
+            crate::controller::apply::error_class(e),
+            format!("{what}: {}", crate::controller::kube_message(e)),
         )
     }
 }
@@ -285,7 +285,7 @@ fn source_identity(source: &Source) -> (SourceKind, String) {
 fn check_bound(source: &Source, secret: &Secret) -> Result<(), MintError> {
     let (kind, name) = source_identity(source);
     let namespace = secret.namespace().unwrap_or_default();
-    super::sources::binding_problem(secret.labels(), kind, &name, &namespace, &secret.name_any())
+    crate::controller::sources::binding_problem(secret.labels(), kind, &name, &namespace, &secret.name_any())
         .map_or(Ok(()), |p| Err(MintError::refused(p)))
 }
 
@@ -457,7 +457,7 @@ async fn cluster_issuer(ctx: &Context) -> Option<&'static str> {
     let doc: serde_json::Value = match ctx.client.request(req).await {
         Ok(d) => d,
         Err(e) => {
-            tracing::debug!(error = %super::kube_message(&e), "could not read the cluster's OIDC discovery document");
+            tracing::debug!(error = %crate::controller::kube_message(&e), "could not read the cluster's OIDC discovery document");
             return None;
         }
     };

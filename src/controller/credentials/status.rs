@@ -4,7 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{authorize::Problem, plan::MintReason};
+use super::plan::MintReason;
+use crate::controller::authorize::Problem;
 use crate::{
     api::{
         TemporaryCredentialStatus,

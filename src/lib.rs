@@ -12,4 +12,6 @@ pub mod schedule;
 pub mod sensitive;
 pub mod server;
 pub mod session;
+pub mod source;
 pub mod telemetry;
+pub mod time;

@@ -171,8 +171,60 @@ impl Metrics {
         let _ = self.caches.caches.set(caches);
     }
 
-    /// Counts one mint attempt through `source` with `result`.
-    pub fn record_mint(&self, source: String, result: &str) {
+    /// A reconcile of a TemporaryCredential starts: counted, and timed until the guard drops.
+    pub fn record_reconcile(&self) -> Timer<'_> {
+        self.reconciles.inc();
+        Timer::start(&self.reconcile_duration)
+    }
+
+    /// A reconcile read its object from the API server because the cache was behind.
+    pub fn record_stale_cache_read(&self) {
+        self.stale_cache_reads.inc();
+    }
+
+    /// A call to Huawei Cloud to mint starts: timed until the guard drops.
+    pub fn record_mint_call(&self) -> Timer<'_> {
+        Timer::start(&self.mint_duration)
+    }
+
+    /// A mint through `source` succeeded.
+    pub fn record_mint_success(&self, source: String) {
+        self.count_mint(source, "success");
+    }
+
+    /// A mint through `source` failed with an error of class `class` (a label of
+    /// [`crate::cloud::ErrorClass`]): a mint result and a reconcile error `mint_<class>`.
+    pub fn record_mint_failure(&self, source: String, class: &str) {
+        self.count_mint(source, class);
+        self.count_error(&format!("mint_{class}"));
+    }
+
+    /// A Secret write failed (a dry run or the write of a minted credential).
+    pub fn record_secret_write_failure(&self) {
+        self.count_error("secret_write");
+    }
+
+    /// A TemporaryCredential was denied by its source's policy.
+    pub fn record_denied(&self) {
+        self.count_error("denied");
+    }
+
+    /// An object that cannot be read was skipped.
+    pub fn record_invalid_object(&self) {
+        self.count_error("invalid_object");
+    }
+
+    /// A reconcile panicked (and was contained).
+    pub fn record_panic(&self) {
+        self.count_error("panic");
+    }
+
+    /// A reconcile failed with the error labelled `label`.
+    pub fn record_reconcile_error(&self, label: &str) {
+        self.count_error(label);
+    }
+
+    fn count_mint(&self, source: String, result: &str) {
         let labels = MintLabels {
             source,
             result: result.to_owned(),
@@ -245,7 +297,7 @@ impl Metrics {
         Ok(out)
     }
 
-    pub fn count_error(&self, reason: &str) {
+    fn count_error(&self, reason: &str) {
         self.reconcile_errors
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
@@ -432,7 +484,7 @@ mod tests {
     #[test]
     fn series_of_sources_and_namespaces_that_are_gone_are_removed() {
         let m = Metrics::new();
-        m.record_mint("team-a/corp".into(), "success");
+        m.record_mint_success("team-a/corp".into());
         m.record_restart("team-a");
         // before the caches are attached nothing is pruned
         let text = m.render().expect("render");

@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client, ResourceExt,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Api, Client, ResourceExt, api::ObjectMeta};
 
 use super::Error;
 use crate::{
@@ -18,8 +15,8 @@ use crate::{
         http::Timeouts,
         oidc::{self, DevicePoll, RegisteredClient},
     },
-    controller::secret::rfc3339,
-    session::{self, Session},
+    session::{self, Session, store},
+    time::rfc3339,
 };
 
 #[derive(Debug, clap::Args)]
@@ -251,45 +248,36 @@ fn bound_elsewhere(
 async fn write_session(
     secrets: &Api<Secret>,
     name: &str,
-    mut existing: Option<Secret>,
+    existing: Option<Secret>,
     session: &Session,
     t: &Target,
 ) -> Result<(), Error> {
-    let pp = PostParams {
-        field_manager: Some("tcred-login".into()),
-        ..Default::default()
-    };
-    for _ in 0..5 {
-        let mut labels_out = existing.as_ref().map(|s| s.labels().clone()).unwrap_or_default();
+    let build = |existing: Option<&Secret>, _reread: bool| {
+        let mut labels_out = existing.map(|s| s.labels().clone()).unwrap_or_default();
         labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
         labels_out.insert(session::labels::SOURCE_KIND.into(), t.kind.into());
         labels_out.insert(session::labels::SOURCE_NAME.into(), t.name.clone());
-        let secret = Secret {
+        store::Next::Write(Box::new(Secret {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some(t.secret_namespace.clone()),
                 labels: Some(labels_out),
-                annotations: existing.as_ref().and_then(|s| s.metadata.annotations.clone()),
-                resource_version: existing.as_ref().and_then(|s| s.resource_version()),
+                annotations: existing.and_then(|s| s.metadata.annotations.clone()),
+                resource_version: existing.and_then(|s| s.resource_version()),
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
             data: Some(session.to_data()),
             ..Default::default()
-        };
-        let written = match &existing {
-            Some(_) => secrets.replace(name, &pp, &secret).await,
-            None => secrets.create(&pp, &secret).await,
-        };
-        match written {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => existing = secrets.get_opt(name).await?,
-            Err(e) => return Err(e.into()),
-        }
+        }))
+    };
+    match store::write(secrets, name, "tcred-login", existing, build).await {
+        Ok(_) => Ok(()),
+        Err(store::WriteError::Reread(e) | store::WriteError::Write(e)) => Err(e.into()),
+        Err(store::WriteError::Conflicting) => Err(Error::Usage(format!(
+            "the session Secret {name} kept changing while writing it; run tcred login again"
+        ))),
     }
-    Err(Error::Usage(format!(
-        "the session Secret {name} kept changing while writing it; run tcred login again"
-    )))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::{
         TemporaryCredential, annotations,
         condition::{find, types},
     },
-    controller::secret::rfc3339,
+    time::rfc3339,
 };
 
 #[derive(Debug, clap::Args)]

@@ -7,13 +7,13 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType},
 };
+use std::fmt::Debug;
+
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use super::context::{Context, Written};
-use crate::{
-    api::{TemporaryCredential, TemporaryCredentialStatus},
-    cloud::ErrorClass,
-};
+use crate::api::{TemporaryCredential, TemporaryCredentialStatus};
 
 /// The field manager of every tcred write.
 pub const FIELD_MANAGER: &str = "tcred";
@@ -47,18 +47,6 @@ pub async fn write_secret(
         .await
 }
 
-/// The class of a failed Kubernetes call, for backoff and metrics.
-pub fn error_class(e: &kube::Error) -> ErrorClass {
-    match e {
-        kube::Error::Api(s) if s.code == 404 => ErrorClass::NotFound,
-        kube::Error::Api(s) if s.code == 403 || s.code == 401 => ErrorClass::Auth,
-        kube::Error::Api(s) if s.code == 429 => ErrorClass::Throttled,
-        kube::Error::Api(s) if s.code >= 500 => ErrorClass::Server,
-        kube::Error::Api(_) => ErrorClass::InvalidRequest,
-        _ => ErrorClass::Network,
-    }
-}
-
 /// Applies the whole Secret in one request: every key changes at once.
 pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<Secret, kube::Error> {
     let ns = secret.namespace().unwrap_or_default();
@@ -68,8 +56,22 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<Secret, kube
         .await
 }
 
-/// Writes `status` unless it equals what the object already has, and records the write so the
-/// next reconcile does not trust a cache that has not seen it yet.
+/// Writes a status by server-side apply under tcred's field manager: the one way every status
+/// (TemporaryCredential, either source kind, an object that cannot be read) is written.
+pub async fn write_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(body)).await
+}
+
+/// Writes a TemporaryCredential's `status` unless it equals what the object already has, and
+/// records the write so the next reconcile does not trust a cache that has not seen it yet.
 pub async fn patch_status(
     ctx: &Context,
     tc: &TemporaryCredential,
@@ -79,15 +81,9 @@ pub async fn patch_status(
         return Ok(());
     }
     let ns = tc.namespace().unwrap_or_default();
-    let body = json!({
-        "apiVersion": TemporaryCredential::api_version(&()),
-        "kind": TemporaryCredential::kind(&()),
-        "status": status,
-    });
     let name = tc.name_any();
-    let written = Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(&name, &apply_params(), &Patch::Apply(body))
-        .await?;
+    let api = Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns);
+    let written = write_status(&api, &name, status).await?;
     if let (Some(uid), Some(resource_version)) = (written.uid(), written.resource_version()) {
         ctx.status_writes.record(
             &ns,

@@ -23,13 +23,11 @@ use super::{
     guard::{ErrorBackoff, NamespaceGate},
 };
 use crate::{
-    api::{
-        ClusterCredentialSource, CredentialSource, SecretReference, SourceKind, SourceView,
-        TemporaryCredential, condition::reasons,
-    },
+    api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, condition::reasons},
     cloud::HttpClient,
-    metrics::{Metrics, source_label},
+    metrics::Metrics,
     ratelimit::RateLimiter,
+    source::{Source, kind_name},
 };
 
 /// Settings of the controller process.
@@ -179,85 +177,6 @@ pub type AgencyKey = (String, String, String);
 /// How long a resolved permission set → agency URN mapping is trusted.
 pub const AGENCY_URN_TTL: Duration = Duration::from_secs(600);
 
-/// A TemporaryCredential's source, held for the duration of a reconcile.
-#[derive(Clone)]
-pub enum Source {
-    Namespaced(Arc<DeserializeGuard<CredentialSource>>),
-    Cluster(Arc<DeserializeGuard<ClusterCredentialSource>>),
-}
-
-impl Source {
-    /// The spec as a view, or the problem if the object could not be read.
-    pub fn view(&self) -> Result<SourceView<'_>, Problem> {
-        let invalid = |e: &kube::core::error_boundary::InvalidObject| {
-            Problem::new(
-                reasons::SOURCE_NOT_READY,
-                format!("the source cannot be read: {}", e.error),
-            )
-        };
-        match self {
-            Self::Namespaced(g) => g.0.as_ref().map(|s| s.spec.view()).map_err(invalid),
-            Self::Cluster(g) => g.0.as_ref().map(|s| s.spec.view()).map_err(invalid),
-        }
-    }
-
-    /// `<namespace>/<name>` or `<name>`: the metric label and how messages name the source.
-    pub fn label(&self) -> String {
-        match self {
-            Self::Namespaced(g) => g.0.as_ref().map(source_label).unwrap_or_default(),
-            Self::Cluster(g) => g.0.as_ref().map(source_label).unwrap_or_default(),
-        }
-    }
-
-    /// The `tcred login` command for this source.
-    pub fn login_hint(&self) -> String {
-        use super::sources::SourceResource;
-        match self {
-            Self::Namespaced(g) => g.0.as_ref().map(|s| s.login_hint()).unwrap_or_default(),
-            Self::Cluster(g) => g.0.as_ref().map(|s| s.login_hint()).unwrap_or_default(),
-        }
-    }
-
-    /// The source object's resourceVersion (changes with its spec and its status).
-    pub fn resource_version(&self) -> Option<String> {
-        match self {
-            Self::Namespaced(g) => g.resource_version(),
-            Self::Cluster(g) => g.resource_version(),
-        }
-    }
-
-    pub fn uid(&self) -> String {
-        match self {
-            Self::Namespaced(g) => g.0.as_ref().ok().and_then(|s| s.uid()).unwrap_or_default(),
-            Self::Cluster(g) => g.0.as_ref().ok().and_then(|s| s.uid()).unwrap_or_default(),
-        }
-    }
-
-    /// Where a Secret referenced by the source lives: the source's own namespace for a
-    /// CredentialSource (never elsewhere), the named namespace for a ClusterCredentialSource.
-    pub fn secret_namespace(&self, r: &SecretReference) -> Result<String, Problem> {
-        match self {
-            Self::Namespaced(g) => match (&g.0, &r.namespace) {
-                (Ok(s), None) => Ok(s.namespace().unwrap_or_default()),
-                (Ok(_), Some(_)) => Err(Problem::new(
-                    reasons::SOURCE_NOT_READY,
-                    "a CredentialSource may only reference Secrets in its own namespace",
-                )),
-                (Err(e), _) => Err(Problem::new(
-                    reasons::SOURCE_NOT_READY,
-                    format!("the source cannot be read: {}", e.error),
-                )),
-            },
-            Self::Cluster(_) => r.namespace.clone().ok_or_else(|| {
-                Problem::new(
-                    reasons::SOURCE_NOT_READY,
-                    "a ClusterCredentialSource must name the namespace of each Secret",
-                )
-            }),
-        }
-    }
-}
-
 impl Context {
     /// Whether this installation leaves `namespace` to another (`--exclude-namespaces`).
     pub fn excluded(&self, namespace: &str) -> bool {
@@ -282,8 +201,8 @@ impl Context {
         };
         found.ok_or_else(|| {
             let what = match r.kind {
-                SourceKind::CredentialSource => format!("CredentialSource {ns}/{}", r.name),
-                SourceKind::ClusterCredentialSource => format!("ClusterCredentialSource {}", r.name),
+                SourceKind::CredentialSource => format!("{} {ns}/{}", kind_name(r.kind), r.name),
+                SourceKind::ClusterCredentialSource => format!("{} {}", kind_name(r.kind), r.name),
             };
             Problem::new(reasons::SOURCE_NOT_FOUND, format!("{what} does not exist"))
         })

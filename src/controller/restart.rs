@@ -21,9 +21,10 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{apply::publish, context::Context, kube_message};
+use super::{apply::publish, context::Context, error::kube_message};
 use crate::api::{
-    RestartKind, RolloutRestartTarget, TemporaryCredential, annotations, condition::reasons, opted_in,
+    RestartKind, RolloutRestartTarget, TemporaryCredential, TemporaryCredentialStatus, annotations,
+    condition::reasons, opted_in,
 };
 
 /// The annotation `kubectl rollout restart` stamps on a pod template.
@@ -54,6 +55,63 @@ pub fn restarted_since(
         .filter_map(|key| annotations?.get(*key))
         .filter_map(|v| v.parse::<Timestamp>().ok());
     created.into_iter().chain(stamps).any(|t| t >= after)
+}
+
+/// What a status owes the restart targets of its last rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owed {
+    /// Nothing to restart now; the outcome to fold in.
+    Settled(Outcome),
+    /// The rotation made at `rotated_at` has not been followed by its restarts yet.
+    Due { rotated_at: Timestamp },
+}
+
+/// How the restarts of the last rotation stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// None are owed any more (none to make, or all made): the rotation is recorded as restarted.
+    Done,
+    /// Recorded already; nothing changes.
+    Recorded,
+    /// Some failed: still owed, retried soon.
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome of a restart run that could not restart `failed`.
+    pub fn of_failures<T>(failed: &[T]) -> Self {
+        if failed.is_empty() {
+            Self::Done
+        } else {
+            Self::Failed
+        }
+    }
+}
+
+/// What `status` (as just built for this reconcile) owes: restarts follow every rotation but the
+/// first issue, once, and only when the object names restart targets.
+pub fn owed(status: &TemporaryCredentialStatus, has_targets: bool, now: Timestamp) -> Owed {
+    if !has_targets || status.rotations < 2 {
+        return Owed::Settled(Outcome::Done);
+    }
+    if status.restarted_rotation.unwrap_or(0) >= status.rotations {
+        return Owed::Settled(Outcome::Recorded);
+    }
+    Owed::Due {
+        rotated_at: status.last_rotation_time.as_ref().map_or(now, |t| t.0),
+    }
+}
+
+/// Folds a restart outcome into the status, and says whether restarts remain owed.
+pub fn fold(mut status: TemporaryCredentialStatus, outcome: Outcome) -> (TemporaryCredentialStatus, bool) {
+    match outcome {
+        Outcome::Done => {
+            status.restarted_rotation = Some(status.rotations);
+            (status, false)
+        }
+        Outcome::Recorded => (status, false),
+        Outcome::Failed => (status, true),
+    }
 }
 
 /// Workloads with a pod template, which tcred restarts by stamping the template.

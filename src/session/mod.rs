@@ -1,33 +1,22 @@
 //! The Identity Center session Secret (contract: docs/api.md): written by `tcred login`, read by
 //! the controller to mint, and updated by it when a refresh token yields a new access token.
 
+pub mod store;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
-use crate::{controller::secret::rfc3339, schedule, sensitive::SecretString};
+use crate::{
+    schedule,
+    sensitive::SecretString,
+    source::{KeyError, read_key},
+    time::rfc3339,
+};
 
-/// Session Secret keys.
-pub mod keys {
-    pub const REGION: &str = "region";
-    pub const START_URL: &str = "startUrl";
-    pub const CLIENT_ID: &str = "clientId";
-    pub const CLIENT_SECRET: &str = "clientSecret";
-    pub const CLIENT_SECRET_EXPIRES_AT: &str = "clientSecretExpiresAt";
-    pub const ACCESS_TOKEN: &str = "accessToken";
-    pub const ACCESS_TOKEN_EXPIRES_AT: &str = "accessTokenExpiresAt";
-    pub const REFRESH_TOKEN: &str = "refreshToken";
-    /// Additive to the contract: when the access token was issued, so a refresh can happen at a
-    /// fixed share of its lifetime.
-    pub const ACCESS_TOKEN_ISSUED_AT: &str = "accessTokenIssuedAt";
-}
-
-/// Labels on a session Secret written by `tcred login`, naming the source it belongs to.
-pub mod labels {
-    pub const SOURCE_KIND: &str = "tcred.dev/source-kind";
-    pub const SOURCE_NAME: &str = "tcred.dev/source-name";
-}
+/// Session Secret keys and the labels binding it to its source (kept at their former paths).
+pub use crate::source::{binding_labels as labels, session_keys as keys};
 
 /// A portal session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,18 +48,7 @@ impl Session {
     /// ten years after `now`, so no later arithmetic on it can overflow (review C1).
     pub fn from_secret_at(secret: &Secret, now: Timestamp) -> Result<Self, String> {
         let latest = schedule::add_saturating(now, LATEST_AHEAD);
-        let empty = BTreeMap::new();
-        let data = secret.data.as_ref().unwrap_or(&empty);
-        let text = |k: &str| -> Result<String, String> {
-            let v = data.get(k).ok_or_else(|| format!("key {k} is missing"))?;
-            let s = String::from_utf8(v.0.clone()).map_err(|_| format!("key {k} is not UTF-8"))?;
-            let s = s.trim().to_owned();
-            if s.is_empty() {
-                Err(format!("key {k} is empty"))
-            } else {
-                Ok(s)
-            }
-        };
+        let text = |k: &str| read_key(secret, k).map_err(|e| e.describe(k));
         let time = |k: &str| -> Result<Timestamp, String> {
             let t = text(k)?
                 .parse::<Timestamp>()
@@ -84,9 +62,9 @@ impl Session {
         };
         // Optional, but when present it is checked like the others.
         let optional_time = |k: &str| -> Result<Option<Timestamp>, String> {
-            match data.get(k) {
-                Some(v) if !String::from_utf8_lossy(&v.0).trim().is_empty() => time(k).map(Some),
-                _ => Ok(None),
+            match read_key(secret, k) {
+                Err(KeyError::Missing | KeyError::Empty) => Ok(None),
+                _ => time(k).map(Some),
             }
         };
         Ok(Self {

@@ -2,9 +2,7 @@
 //! session Secret, or a ServiceAccount token), take a token from the endpoint's bucket, and call
 //! Huawei Cloud.
 
-use std::{fmt, time::Duration};
-
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::api::{
@@ -13,10 +11,6 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::PostParams};
 
-use crate::controller::{
-    authorize::{Authorized, Problem, Target},
-    context::{AGENCY_URN_TTL, Context, Source},
-};
 use crate::{
     api::{
         SourceKind, SourceMode, TemporaryCredential, TemporaryCredentialStatus, annotations,
@@ -24,86 +18,26 @@ use crate::{
         opted_in,
     },
     cloud::{
-        CloudError, ErrorClass, IssuedCredential,
-        endpoints::{self, Overrides, ResolvedEndpoints},
+        ErrorClass, IssuedCredential,
+        endpoints::{self, ResolvedEndpoints},
         portal,
         signer::AccessKey,
         sts::{self, AssumeRequest},
     },
+    controller::{
+        authorize::{Authorized, Problem, Target},
+        context::{AGENCY_URN_TTL, Context},
+        error::kube_message,
+    },
     sensitive::SecretString,
     session::Session,
+    source::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, Source, read_key},
 };
 
-/// Keys of an accessKey source's Secret.
-pub const ACCESS_KEY_ID: &str = "accessKeyId";
-pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+pub use super::failure::MintError;
 
 /// Lifetime of the ServiceAccount tokens exchanged with STS (TokenRequest's minimum).
 const DEFAULT_SA_TOKEN_SECONDS: i64 = 600;
-
-/// A failed mint, classified. Its message never carries secret material.
-#[derive(Debug)]
-pub struct MintError {
-    pub class: ErrorClass,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-    /// A condition reason more specific than the class, when one applies: `EndpointNotAllowed`
-    /// (nothing was sent, and retrying cannot help until the spec or the operator's flags
-    /// change), or a refusal of tcred's own such as `TokenNotAllowed` or `SecretNotBound`.
-    pub reason: Option<&'static str>,
-    /// Huawei Cloud's clock skew measured from the failing call's own response (trusted hosts only).
-    pub clock_skew_seconds: Option<i64>,
-}
-
-impl fmt::Display for MintError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<CloudError> for MintError {
-    fn from(e: CloudError) -> Self {
-        Self {
-            class: e.class(),
-            retry_after: e.retry_after(),
-            reason: matches!(e, CloudError::EndpointNotAllowed { .. })
-                .then_some(reasons::ENDPOINT_NOT_ALLOWED),
-            clock_skew_seconds: e.clock_skew_seconds(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl MintError {
-    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self {
-            class,
-            message: message.into(),
-            retry_after: None,
-            reason: None,
-            clock_skew_seconds: None,
-        }
-    }
-
-    /// A refusal tcred makes itself: nothing was sent anywhere. Class Auth, so the failure path
-    /// backs off (at least a minute) instead of trying again at once.
-    fn refused(problem: Problem) -> Self {
-        Self {
-            class: ErrorClass::Auth,
-            message: problem.message,
-            retry_after: None,
-            reason: Some(problem.reason),
-            clock_skew_seconds: None,
-        }
-    }
-
-    fn kube(what: &str, e: &kube::Error) -> Self {
-        Self::new(
-            crate::controller::apply::error_class(e),
-            format!("{what}: {}", crate::controller::kube_message(e)),
-        )
-    }
-}
 
 /// The session name for `tc`: the spec's, or `<namespace>-<name>`, within Huawei's rules (2–64
 /// of `[A-Za-z0-9_+=,.@-]`). Through a ClusterCredentialSource the namespace always leads, so a
@@ -132,15 +66,6 @@ pub fn session_name(tc: &TemporaryCredential) -> String {
     s
 }
 
-/// How a source's endpoint overrides are checked: a namespaced source is written by a tenant, so
-/// its endpoints must be allowed by the administrator; a cluster source's are the administrator's.
-pub fn overrides_of<'p>(source: &Source, policy: &'p endpoints::EndpointPolicy) -> Overrides<'p> {
-    match source {
-        Source::Namespaced(_) => Overrides::Namespaced(policy),
-        Source::Cluster(_) => Overrides::Admin,
-    }
-}
-
 /// Mints one credential for `tc` through `source`.
 pub async fn mint(
     ctx: &Context,
@@ -156,7 +81,7 @@ pub async fn mint(
     let endpoints = endpoints::resolve(
         auth.mode.region(),
         view.endpoints,
-        overrides_of(source, ctx.http.policy()),
+        source.overrides(ctx.http.policy()),
     )?;
     let session = session_name(tc);
     let duration_seconds = auth
@@ -273,20 +198,9 @@ async fn mint_portal(
     }
 }
 
-/// The kind and name of `source`, as a Secret's binding labels name it.
-fn source_identity(source: &Source) -> (SourceKind, String) {
-    match source {
-        Source::Namespaced(g) => (SourceKind::CredentialSource, g.name_any()),
-        Source::Cluster(g) => (SourceKind::ClusterCredentialSource, g.name_any()),
-    }
-}
-
 /// Refuses a Secret that is not labelled for `source`, before anything else is read from it.
 fn check_bound(source: &Source, secret: &Secret) -> Result<(), MintError> {
-    let (kind, name) = source_identity(source);
-    let namespace = secret.namespace().unwrap_or_default();
-    crate::controller::sources::binding_problem(secret.labels(), kind, &name, &namespace, &secret.name_any())
-        .map_or(Ok(()), |p| Err(MintError::refused(p)))
+    source.check_bound(secret).map_err(MintError::refused)
 }
 
 async fn read_access_key(
@@ -300,20 +214,13 @@ async fn read_access_key(
         .await
         .map_err(|e| MintError::kube(&format!("reading access key Secret {namespace}/{name}"), &e))?;
     check_bound(source, &secret)?;
-    let field = |k: &str| -> Result<String, MintError> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                MintError::new(
-                    ErrorClass::InvalidRequest,
-                    format!("Secret {namespace}/{name} has no key {k}"),
-                )
-            })
+    let field = |k: &str| {
+        read_key(&secret, k).map_err(|e| {
+            MintError::new(
+                ErrorClass::InvalidRequest,
+                format!("Secret {namespace}/{name}: {}", e.describe(k)),
+            )
+        })
     };
     Ok(AccessKey {
         id: field(ACCESS_KEY_ID)?,
@@ -350,7 +257,7 @@ async fn read_session(
             ErrorClass::Auth,
             format!(
                 "the Identity Center session expired at {}; run `{login_hint}`",
-                super::secret::rfc3339(session.access_token_expires_at)
+                crate::time::rfc3339(session.access_token_expires_at)
             ),
         ));
     }
@@ -457,7 +364,7 @@ async fn cluster_issuer(ctx: &Context) -> Option<&'static str> {
     let doc: serde_json::Value = match ctx.client.request(req).await {
         Ok(d) => d,
         Err(e) => {
-            tracing::debug!(error = %crate::controller::kube_message(&e), "could not read the cluster's OIDC discovery document");
+            tracing::debug!(error = %kube_message(&e), "could not read the cluster's OIDC discovery document");
             return None;
         }
     };
@@ -506,32 +413,6 @@ async fn refuse_api_server_token(
 mod tests {
     use super::*;
     use crate::controller::fixtures::tc;
-
-    #[test]
-    fn a_refused_endpoint_becomes_the_endpoint_not_allowed_reason() {
-        let e = MintError::from(CloudError::EndpointNotAllowed {
-            endpoint: "https://collector.example".into(),
-        });
-        assert_eq!(e.reason, Some(reasons::ENDPOINT_NOT_ALLOWED));
-        assert_eq!(e.class, ErrorClass::InvalidRequest);
-        assert!(e.message.contains("--allowed-endpoint-hosts"), "{}", e.message);
-    }
-
-    #[test]
-    fn a_failed_call_carries_its_own_clock_measurement() {
-        let e = MintError::from(CloudError::Api {
-            operation: "AssumeAgency",
-            status: 401,
-            code: Some("APIGW.0301".into()),
-            message: "verify aksk signature fail".into(),
-            request_id: None,
-            retry_after: None,
-            clock_skew_seconds: Some(1200),
-        });
-        assert_eq!(e.clock_skew_seconds, Some(1200));
-        assert_eq!(e.reason, None);
-        assert_eq!(e.class, ErrorClass::Auth);
-    }
 
     #[test]
     fn session_names_default_to_namespace_and_name_within_huaweis_rules() {
@@ -632,28 +513,5 @@ mod tests {
             "{}",
             p.message
         );
-    }
-
-    #[test]
-    fn a_refusal_backs_off_and_names_its_own_reason() {
-        let e = MintError::refused(Problem::new(reasons::TOKEN_NOT_ALLOWED, "no"));
-        // Auth failures wait at least a minute: a refusal never turns into a mint loop.
-        assert_eq!(e.class, ErrorClass::Auth);
-        let mut status = TemporaryCredentialStatus::default();
-        crate::api::condition::set_condition(
-            &mut status.conditions,
-            crate::api::condition::ConditionUpdate {
-                type_: types::READY,
-                status: false,
-                reason: reasons::MINT_FAILED,
-                message: "minting failed (auth, attempt 1): no".into(),
-            },
-            Some(1),
-            Timestamp::UNIX_EPOCH,
-        );
-        with_refusal_reason(&mut status, e.reason);
-        assert_eq!(status.conditions[0].reason, reasons::TOKEN_NOT_ALLOWED);
-        with_refusal_reason(&mut status, None);
-        assert_eq!(status.conditions[0].reason, reasons::TOKEN_NOT_ALLOWED);
     }
 }

@@ -135,10 +135,8 @@ pub fn credentials_ini(c: &IssuedCredential) -> String {
     out
 }
 
-/// RFC 3339 UTC with second precision, the form written to the Secret and annotations.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+/// Kept at its former path for callers outside the crate.
+pub use crate::time::rfc3339;
 
 /// When the credential in a Secret was issued and when it is to be renewed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

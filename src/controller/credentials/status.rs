@@ -325,7 +325,7 @@ pub fn ready_reason(s: &TemporaryCredentialStatus) -> Option<&str> {
 }
 
 fn fmt(t: Timestamp) -> String {
-    super::secret::rfc3339(t)
+    crate::time::rfc3339(t)
 }
 
 #[cfg(test)]

@@ -1,0 +1,459 @@
+//! The wiring: which objects each controller watches and caches, what wakes a reconcile, and
+//! the start of both controllers (docs/controller.md §Watches).
+
+use std::{fmt::Debug, future::Future, sync::Arc};
+
+use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Namespace, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{Action, Config as RuntimeConfig},
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use super::{
+    apply,
+    context::{Config, Context, Stores},
+    credentials, entry,
+    error::Error,
+    guard, sources,
+};
+use crate::{
+    api::{
+        ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, annotations,
+        condition::reasons, labels,
+    },
+    cloud::{HttpClient, endpoints::EndpointPolicy, http::Timeouts},
+    metrics::{Caches, Metrics},
+    ratelimit::{Rate, RateLimiter},
+    session,
+    source::{SourceResource, kind_name},
+};
+
+type Events<K> = BoxStream<'static, Result<K, watcher::Error>>;
+type Guarded<K> = DeserializeGuard<K>;
+
+/// The API for `K` in `namespace`, or in every namespace.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails early, with an install hint, when the CRDs are missing. Lists within the watched
+/// namespace, which is all a namespace-scoped installation may read. Only a 404 means missing
+/// CRDs; any other failure (no network, 403) is reported as what it is.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    let missing_or_kube = |e: kube::Error| match &e {
+        kube::Error::Api(s) if s.code == 404 => Error::CrdsMissing(e),
+        _ => Error::Kube(e),
+    };
+    let one = ListParams::default().limit(1);
+    scoped::<TemporaryCredential>(client, namespace)
+        .list(&one)
+        .await
+        .map_err(missing_or_kube)?;
+    scoped::<CredentialSource>(client, namespace)
+        .list(&one)
+        .await
+        .map_err(missing_or_kube)?;
+    Api::<ClusterCredentialSource>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(missing_or_kube)?;
+    Ok(())
+}
+
+/// What `run` reports while starting.
+pub trait Readiness: Send + Sync + 'static {
+    /// The caches are synced and reconciles are running.
+    fn set_ready(&self, ready: bool);
+}
+
+/// The objects of `api` under `config`, cached in a new store, as a stream of watch events
+/// (the one reflector-plus-watcher of every cache). managedFields are never read here and are
+/// most of a cached object's size, so they are dropped before caching.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff();
+    (store, events)
+}
+
+/// Every cache and the watch streams feeding the credential controller.
+struct Watches {
+    credentials: Store<Guarded<TemporaryCredential>>,
+    credential_events: Events<Guarded<TemporaryCredential>>,
+    stores: Stores,
+    sources: Events<Guarded<CredentialSource>>,
+    cluster_sources: Events<Guarded<ClusterCredentialSource>>,
+    namespaces: Events<PartialObjectMeta<Namespace>>,
+    secrets: Events<PartialObjectMeta<Secret>>,
+}
+
+impl Watches {
+    fn start(client: &Client, config: &Config) -> Self {
+        let ns = config.namespace.as_deref();
+        // Objects of namespaces left to a scoped installation are not even cached here.
+        let watched = || excluding(watcher::Config::default(), &config.exclude_namespaces);
+        let (sources, source_events) = reflected(scoped(client, ns), watched());
+        let (cluster_sources, cluster_events) = reflected(Api::all(client.clone()), Default::default());
+        let ns_config = match ns {
+            Some(n) => watcher::Config::default().fields(&format!("metadata.name={n}")),
+            None => watcher::Config::default(),
+        };
+        let (namespaces, ns_events) = reflected(Api::all(client.clone()), ns_config);
+        let secrets = watcher(
+            scoped::<PartialObjectMeta<Secret>>(client, ns),
+            watched().labels(labels::MANAGED_SELECTOR),
+        )
+        .default_backoff()
+        .touched_objects();
+        // A credential is reconciled when its spec or its rotate annotation changes — not when
+        // tcred writes its status — and otherwise by the triggers below and its own schedule.
+        let (credentials, credential_events) = reflected(scoped(client, ns), watched());
+        let credential_events = credential_events
+            .applied_objects()
+            .predicate_filter(spec_or_rotate_request, Default::default());
+        Self {
+            credentials,
+            credential_events: credential_events.boxed(),
+            stores: Stores {
+                sources,
+                cluster_sources,
+                namespaces,
+            },
+            sources: source_events.touched_objects().boxed(),
+            cluster_sources: cluster_events.touched_objects().boxed(),
+            namespaces: ns_events.touched_objects().boxed(),
+            secrets: secrets.boxed(),
+        }
+    }
+
+    /// Ready once every cache has its first full listing.
+    fn report_ready(&self, readiness: Arc<dyn Readiness>) {
+        let c = self.credentials.clone();
+        let s = self.stores.clone();
+        tokio::spawn(async move {
+            synced(&c).await;
+            synced(&s.sources).await;
+            synced(&s.cluster_sources).await;
+            synced(&s.namespaces).await;
+            info!("caches synced");
+            readiness.set_ready(true);
+        });
+    }
+}
+
+/// Runs the TemporaryCredential and source controllers until `shutdown` resolves; in-flight
+/// reconciles finish first.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    instance: Option<String>,
+    readiness: Arc<dyn Readiness>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let ns = config.namespace.clone();
+    let ns = ns.as_deref();
+    check_crds(&client, ns).await?;
+    let watches = Watches::start(&client, &config);
+    let ctx = Arc::new(context(&client, config, metrics, instance, &watches)?);
+    watches.report_ready(readiness);
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        "starting the TemporaryCredential and source controllers"
+    );
+    let shutdown = shutdown.shared();
+    let credentials = credential_controller(watches, ctx.clone(), shutdown.clone());
+    let exclude = ctx.config.exclude_namespaces.clone();
+    let sources = source_controller(
+        scoped::<Guarded<CredentialSource>>(&client, ns),
+        excluding(watcher::Config::default(), &exclude),
+        &client,
+        ns,
+        shutdown.clone(),
+        ctx.clone(),
+    );
+    // A namespace-scoped installation uses ClusterCredentialSources but leaves their status and
+    // session refresh to the cluster-wide installation: several scoped ones would contend for
+    // them, and their Secrets live outside the watched namespace.
+    let cluster_sources = async {
+        if ns.is_none() {
+            let api = Api::<Guarded<ClusterCredentialSource>>::all(client.clone());
+            source_controller(api, Default::default(), &client, ns, shutdown, ctx).await;
+        }
+    };
+    tokio::join!(credentials, sources, cluster_sources);
+    info!("controllers stopped");
+    Ok(())
+}
+
+/// What every reconcile shares, built over the caches of `watches`.
+fn context(
+    client: &Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    instance: Option<String>,
+    watches: &Watches,
+) -> Result<Context, Error> {
+    let policy =
+        EndpointPolicy::new(&config.allowed_endpoint_hosts).map_err(|e| Error::Setup(e.to_string()))?;
+    let http =
+        HttpClient::with_policy(Timeouts::default(), policy).map_err(|e| Error::Setup(e.to_string()))?;
+    metrics.attach_caches(Caches {
+        clocks: http.clocks.clone(),
+        credentials: watches.credentials.clone(),
+        sources: watches.stores.sources.clone(),
+        cluster_sources: watches.stores.cluster_sources.clone(),
+    });
+    let reporter = Reporter {
+        controller: "tcred".into(),
+        instance,
+    };
+    Ok(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        http,
+        limiter: RateLimiter::new(
+            Rate::new(config.mint_rate, config.mint_burst),
+            Rate::new(config.mint_rate_total, config.mint_burst_total),
+        ),
+        metrics,
+        stores: watches.stores.clone(),
+        agency_urns: Default::default(),
+        status_writes: Default::default(),
+        namespace_gate: guard::NamespaceGate::new(config.namespace_concurrency),
+        error_backoff: Default::default(),
+        pending: Default::default(),
+        config,
+    })
+}
+
+/// The TemporaryCredential controller, woken by its own spec changes and by its sources, its
+/// namespace and its Secret.
+async fn credential_controller(
+    w: Watches,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let store = w.credentials.clone();
+    Controller::for_stream(w.credential_events, w.credentials)
+        .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
+        .watches_stream(w.sources, {
+            let store = store.clone();
+            move |src: Guarded<CredentialSource>| users_of_source(&store, &src)
+        })
+        .watches_stream(w.cluster_sources, {
+            let store = store.clone();
+            move |src: Guarded<ClusterCredentialSource>| users_of_source(&store, &src)
+        })
+        .watches_stream(w.namespaces, move |n| users_in_namespace(&store, &n))
+        .watches_stream(w.secrets, owner_of_secret)
+        .graceful_shutdown_on(shutdown)
+        .run(credentials::reconcile, entry::error_policy, ctx)
+        .for_each(log_queue_error)
+        .await;
+}
+
+/// A controller for one source kind, also woken when its session Secret (written by `tcred
+/// login`, labelled with the source) changes.
+async fn source_controller<K: SourceResource>(
+    api: Api<Guarded<K>>,
+    watch: watcher::Config,
+    client: &Client,
+    ns: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ctx: Arc<Context>,
+) {
+    let kind = kind_name(K::KIND);
+    let sessions = watcher(
+        scoped::<PartialObjectMeta<Secret>>(client, ns),
+        watcher::Config::default().labels(&format!("{}={kind}", session::labels::SOURCE_KIND)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let by_session = |s: PartialObjectMeta<Secret>| {
+        let name = s.labels().get(session::labels::SOURCE_NAME)?.clone();
+        Some(match K::KIND {
+            SourceKind::CredentialSource => ObjectRef::new(&name).within(&s.namespace().unwrap_or_default()),
+            SourceKind::ClusterCredentialSource => ObjectRef::new(&name),
+        })
+    };
+    Controller::new(api, watch)
+        .with_config(RuntimeConfig::default().concurrency(4))
+        .watches_stream(sessions, by_session)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_source::<K>, entry::error_policy, ctx)
+        .for_each(log_queue_error)
+        .await;
+}
+
+/// A source reconcile as the runtime enters it (see [`entry`]).
+async fn reconcile_source<K: SourceResource>(
+    obj: Arc<Guarded<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if obj.namespace().is_some_and(|ns| ctx.excluded(&ns)) {
+        return Ok(Action::await_change());
+    }
+    let result = entry::contained(&ctx, obj.as_ref(), async {
+        match &obj.0 {
+            Err(invalid) => {
+                entry::report_invalid(&ctx, obj.as_ref(), invalid).await;
+                Ok(Action::await_change())
+            }
+            Ok(src) if src.meta().deletion_timestamp.is_some() => Ok(Action::await_change()),
+            Ok(src) => sources::reconcile(src, &ctx).await,
+        }
+    })
+    .await;
+    if let Err(Error::Panicked(_)) = &result {
+        let note = "tcred hit an internal error reconciling this source (a bug: the operator log has the details); it retries with backoff";
+        apply::publish(
+            &ctx,
+            obj.as_ref(),
+            true,
+            reasons::INTERNAL_ERROR,
+            "Reconcile",
+            note.into(),
+        )
+        .await;
+    }
+    result
+}
+
+/// Logs what the runtime reports besides reconcile results. A failed reconcile is already logged
+/// by its error policy and a vanished object is routine; a watch or queue failure (a 403 on a
+/// watch, the API server going away) is not, and is a warning.
+async fn log_queue_error<T, E1, E2>(res: Result<T, kube::runtime::controller::Error<E1, E2>>)
+where
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+    kube::runtime::controller::Error<E1, E2>: std::fmt::Display,
+{
+    use kube::runtime::controller::Error as E;
+    match res {
+        Ok(_) => {}
+        Err(error @ (E::ReconcilerFailed(..) | E::ObjectNotFound(_))) => {
+            tracing::debug!(%error, "reconcile queue event");
+        }
+        Err(error) => tracing::warn!(%error, "watch or queue error"),
+    }
+}
+
+/// `config` without the objects of `excluded` namespaces: a field selector, so the API server
+/// filters them out of lists and watches.
+fn excluding(config: watcher::Config, excluded: &[String]) -> watcher::Config {
+    if excluded.is_empty() {
+        return config;
+    }
+    let selector = excluded
+        .iter()
+        .map(|n| format!("metadata.namespace!={n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    config.fields(&selector)
+}
+
+/// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
+/// latest of several concurrent waiters (the runtime waits on the same store), so re-poll it.
+async fn synced<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let poll = std::time::Duration::from_millis(250);
+    while !matches!(
+        tokio::time::timeout(poll, store.wait_until_ready()).await,
+        Ok(Ok(()))
+    ) {}
+}
+
+/// What a TemporaryCredential's own watch events react to: its generation (spec changes) and the
+/// `tcred.dev/rotate` annotation.
+fn spec_or_rotate_request(tc: &Guarded<TemporaryCredential>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kube::Resource::meta(tc).generation.hash(&mut h);
+    tc.annotations().get(annotations::ROTATE).hash(&mut h);
+    kube::Resource::meta(tc).deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+type CredentialRef = ObjectRef<Guarded<TemporaryCredential>>;
+
+/// The TemporaryCredentials in `store` that `pred` selects, as trigger references.
+fn users(
+    store: &Store<Guarded<TemporaryCredential>>,
+    pred: impl Fn(&TemporaryCredential) -> bool,
+) -> Vec<CredentialRef> {
+    store
+        .state()
+        .iter()
+        .filter(|g| g.0.as_ref().is_ok_and(&pred))
+        .map(|g| ObjectRef::from(g.as_ref()))
+        .collect()
+}
+
+/// The TemporaryCredentials that name source `src` (of either kind).
+fn users_of_source<K: SourceResource>(
+    store: &Store<Guarded<TemporaryCredential>>,
+    src: &Guarded<K>,
+) -> Vec<CredentialRef> {
+    let (name, namespace) = (src.name_any(), src.namespace());
+    users(store, |tc| {
+        tc.spec.source_ref.kind == K::KIND
+            && tc.spec.source_ref.name == name
+            && (K::KIND == SourceKind::ClusterCredentialSource || tc.namespace() == namespace)
+    })
+}
+
+/// The TemporaryCredentials of namespace `n` that use a ClusterCredentialSource (whose namespace
+/// selector reads the namespace's labels).
+fn users_in_namespace(
+    store: &Store<Guarded<TemporaryCredential>>,
+    n: &PartialObjectMeta<Namespace>,
+) -> Vec<CredentialRef> {
+    let name = n.name_any();
+    users(store, |tc| {
+        tc.spec.source_ref.kind == SourceKind::ClusterCredentialSource
+            && tc.namespace().as_deref() == Some(&name)
+    })
+}
+
+/// The TemporaryCredential a managed Secret belongs to.
+fn owner_of_secret(s: PartialObjectMeta<Secret>) -> Option<CredentialRef> {
+    s.labels()
+        .get(labels::CREDENTIAL)
+        .map(|owner| ObjectRef::new(owner).within(&s.namespace().unwrap_or_default()))
+}

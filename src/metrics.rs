@@ -338,103 +338,8 @@ impl Collector for CacheCollector {
         let Some(caches) = self.caches.get() else {
             return Ok(());
         };
-        let creds: Vec<_> = caches
-            .credentials
-            .state()
-            .into_iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned())
-            .collect();
-        let labels = |tc: &TemporaryCredential| ObjectLabels {
-            namespace: tc.namespace().unwrap_or_default(),
-            name: tc.name_any(),
-        };
-
-        let gauge =
-            |encoder: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(ObjectLabels, f64)>| {
-                let mut m =
-                    encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0f64).metric_type())?;
-                for (l, v) in rows {
-                    ConstGauge::new(v).encode(m.encode_family(&l)?)?;
-                }
-                Ok::<(), std::fmt::Error>(())
-            };
-        let status = |tc: &TemporaryCredential| tc.status.clone().unwrap_or_default();
-        gauge(
-            &mut encoder,
-            "credential_expiration_timestamp_seconds",
-            "When the credential in the Secret expires (Unix time)",
-            creds
-                .iter()
-                .filter_map(|tc| status(tc).expires_at.map(|t| (labels(tc), seconds(t.0))))
-                .collect(),
-        )?;
-        gauge(
-            &mut encoder,
-            "credential_renewal_timestamp_seconds",
-            "When tcred will next mint the credential (Unix time)",
-            creds
-                .iter()
-                .filter_map(|tc| status(tc).renewal_time.map(|t| (labels(tc), seconds(t.0))))
-                .collect(),
-        )?;
-        gauge(
-            &mut encoder,
-            "credential_ready",
-            "1 when the Secret holds a valid credential and renewal is on track",
-            creds
-                .iter()
-                .map(|tc| {
-                    let s = status(tc);
-                    let ready = find(&s.conditions, types::READY).is_some_and(|c| c.status == "True");
-                    (labels(tc), if ready { 1.0 } else { 0.0 })
-                })
-                .collect(),
-        )?;
-
-        let mut sessions = Vec::new();
-        let mut ready = Vec::new();
-        let mut push = |source: String, kind: &'static str, s: Option<&SourceStatus>| {
-            let l = SourceLabels { source, kind };
-            if let Some(t) = s.and_then(|s| s.session_expires_at.as_ref()) {
-                sessions.push((l.clone(), seconds(t.0)));
-            }
-            let ok = s
-                .and_then(|s| find(&s.conditions, types::READY))
-                .is_some_and(|c| c.status == "True");
-            ready.push((l, if ok { 1.0 } else { 0.0 }));
-        };
-        for g in caches.sources.state() {
-            if let Ok(src) = &g.0 {
-                push(
-                    format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any()),
-                    "CredentialSource",
-                    src.status.as_ref(),
-                );
-            }
-        }
-        for g in caches.cluster_sources.state() {
-            if let Ok(src) = &g.0 {
-                push(src.name_any(), "ClusterCredentialSource", src.status.as_ref());
-            }
-        }
-        let mut m = encoder.encode_descriptor(
-            "source_session_expiration_timestamp_seconds",
-            "When an Identity Center source's portal session ends (Unix time)",
-            None,
-            ConstGauge::new(0.0f64).metric_type(),
-        )?;
-        for (l, v) in sessions {
-            ConstGauge::new(v).encode(m.encode_family(&l)?)?;
-        }
-        let mut m = encoder.encode_descriptor(
-            "source_ready",
-            "1 when the source can mint",
-            None,
-            ConstGauge::new(0.0f64).metric_type(),
-        )?;
-        for (l, v) in ready {
-            ConstGauge::new(v).encode(m.encode_family(&l)?)?;
-        }
+        encode_credentials(&mut encoder, caches)?;
+        encode_sources(&mut encoder, caches)?;
         let mut m = encoder.encode_descriptor(
             "huawei_clock_skew",
             "How far Huawei Cloud's clock (the Date of its responses) runs ahead of this host's, by endpoint host (trusted hosts only); negative when behind",
@@ -446,6 +351,103 @@ impl Collector for CacheCollector {
         }
         Ok(())
     }
+}
+
+/// One gauge family, one series per row.
+fn gauge<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: Vec<(L, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0f64).metric_type())?;
+    for (l, v) in rows {
+        ConstGauge::new(v).encode(m.encode_family(&l)?)?;
+    }
+    Ok(())
+}
+
+/// The per-TemporaryCredential gauges: expiry, renewal, readiness.
+fn encode_credentials(encoder: &mut DescriptorEncoder, caches: &Caches) -> Result<(), std::fmt::Error> {
+    let creds: Vec<_> = caches
+        .credentials
+        .state()
+        .into_iter()
+        .filter_map(|g| g.0.as_ref().ok().cloned())
+        .collect();
+    let labels = |tc: &TemporaryCredential| ObjectLabels {
+        namespace: tc.namespace().unwrap_or_default(),
+        name: tc.name_any(),
+    };
+    let status = |tc: &TemporaryCredential| tc.status.clone().unwrap_or_default();
+    gauge(
+        encoder,
+        "credential_expiration_timestamp_seconds",
+        "When the credential in the Secret expires (Unix time)",
+        creds
+            .iter()
+            .filter_map(|tc| status(tc).expires_at.map(|t| (labels(tc), seconds(t.0))))
+            .collect(),
+    )?;
+    gauge(
+        encoder,
+        "credential_renewal_timestamp_seconds",
+        "When tcred will next mint the credential (Unix time)",
+        creds
+            .iter()
+            .filter_map(|tc| status(tc).renewal_time.map(|t| (labels(tc), seconds(t.0))))
+            .collect(),
+    )?;
+    gauge(
+        encoder,
+        "credential_ready",
+        "1 when the Secret holds a valid credential and renewal is on track",
+        creds
+            .iter()
+            .map(|tc| {
+                let s = status(tc);
+                let ready = find(&s.conditions, types::READY).is_some_and(|c| c.status == "True");
+                (labels(tc), if ready { 1.0 } else { 0.0 })
+            })
+            .collect(),
+    )
+}
+
+/// The per-source gauges: session expiry (identityCenter) and readiness.
+fn encode_sources(encoder: &mut DescriptorEncoder, caches: &Caches) -> Result<(), std::fmt::Error> {
+    let mut sessions = Vec::new();
+    let mut ready = Vec::new();
+    let mut push = |source: String, kind: &'static str, s: Option<&SourceStatus>| {
+        let l = SourceLabels { source, kind };
+        if let Some(t) = s.and_then(|s| s.session_expires_at.as_ref()) {
+            sessions.push((l.clone(), seconds(t.0)));
+        }
+        let ok = s
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.status == "True");
+        ready.push((l, if ok { 1.0 } else { 0.0 }));
+    };
+    for g in caches.sources.state() {
+        if let Ok(src) = &g.0 {
+            push(
+                format!("{}/{}", src.namespace().unwrap_or_default(), src.name_any()),
+                "CredentialSource",
+                src.status.as_ref(),
+            );
+        }
+    }
+    for g in caches.cluster_sources.state() {
+        if let Ok(src) = &g.0 {
+            push(src.name_any(), "ClusterCredentialSource", src.status.as_ref());
+        }
+    }
+    gauge(
+        encoder,
+        "source_session_expiration_timestamp_seconds",
+        "When an Identity Center source's portal session ends (Unix time)",
+        sessions,
+    )?;
+    gauge(encoder, "source_ready", "1 when the source can mint", ready)
 }
 
 /// Observes elapsed time into a histogram when dropped.

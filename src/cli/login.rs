@@ -13,7 +13,7 @@ use crate::{
     cloud::{
         HttpClient, endpoints,
         http::Timeouts,
-        oidc::{self, DevicePoll, RegisteredClient},
+        oidc::{self, DeviceAuthorization, DevicePoll, RegisteredClient, TokenSet},
     },
     session::{self, Session, store},
     time::rfc3339,
@@ -133,64 +133,17 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     let http = HttpClient::new(Timeouts::default()).map_err(|e| Error::Usage(e.to_string()))?;
     let now = Timestamp::now();
-
-    // Reuse the registered client while its secret has more than a day left.
-    let reusable = previous.as_ref().filter(|p| {
-        p.region == t.ic.region && p.client_secret_expires_at > now + jiff::SignedDuration::from_hours(24)
-    });
-    let client_reg = match reusable {
-        Some(p) => RegisteredClient {
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
-            client_secret_expires_at: p.client_secret_expires_at,
-        },
-        None => oidc::register_client(&http, &eps.oidc, &args.client_name)
-            .await
-            .map_err(|e| Error::Usage(e.to_string()))?,
-    };
-
+    let client_reg = registration(&http, &eps.oidc, previous.as_ref(), &t, &args.client_name, now).await?;
     let device = oidc::start_device_authorization(&http, &eps.oidc, &client_reg, &start_url)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let open = device
-        .verification_uri_complete
-        .as_deref()
-        .unwrap_or(&device.verification_uri);
-    println!("Logging in to IAM Identity Center for {}.", t.desc);
-    println!();
-    println!("Open this page in a browser and sign in:");
-    println!();
-    println!("    {open}");
-    println!();
-    println!("Confirm that it shows this code:");
-    println!();
-    println!("User code: {}", device.user_code);
-    println!();
-    println!(
-        "Waiting for approval (the code expires at {})...",
-        rfc3339(device.expires_at)
-    );
-
+    show_code(&t, &device);
     let deadline = match args.timeout {
         Some(d) => (now + jiff::SignedDuration::try_from(Duration::from(d)).unwrap_or_default())
             .min(device.expires_at),
         None => device.expires_at,
     };
-    let mut interval = device.interval;
-    let tokens = loop {
-        tokio::time::sleep(interval).await;
-        if Timestamp::now() >= deadline {
-            return Err(Error::Usage(
-                "the code was not approved in time; run tcred login again".into(),
-            ));
-        }
-        match oidc::poll_device_token(&http, &eps.oidc, &client_reg, &device).await {
-            Ok(DevicePoll::Pending) => {}
-            Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
-            Ok(DevicePoll::Issued(tokens)) => break tokens,
-            Err(e) => return Err(Error::Usage(format!("login failed: {e}"))),
-        }
-    };
+    let tokens = approval(&http, &eps.oidc, &client_reg, &device, deadline).await?;
 
     let session = Session {
         region: t.ic.region.clone(),
@@ -216,6 +169,78 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
         t.secret_namespace
     );
     Ok(())
+}
+
+/// The registered OIDC client: the previous session's while its secret has more than a day
+/// left (in the same region), else a new registration.
+async fn registration(
+    http: &HttpClient,
+    oidc_endpoint: &url::Url,
+    previous: Option<&Session>,
+    t: &Target,
+    client_name: &str,
+    now: Timestamp,
+) -> Result<RegisteredClient, Error> {
+    let reusable = previous.filter(|p| {
+        p.region == t.ic.region && p.client_secret_expires_at > now + jiff::SignedDuration::from_hours(24)
+    });
+    match reusable {
+        Some(p) => Ok(RegisteredClient {
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            client_secret_expires_at: p.client_secret_expires_at,
+        }),
+        None => oidc::register_client(http, oidc_endpoint, client_name)
+            .await
+            .map_err(|e| Error::Usage(e.to_string())),
+    }
+}
+
+/// Tells the person where to approve the login and which code to expect.
+fn show_code(t: &Target, device: &DeviceAuthorization) {
+    let open = device
+        .verification_uri_complete
+        .as_deref()
+        .unwrap_or(&device.verification_uri);
+    println!("Logging in to IAM Identity Center for {}.", t.desc);
+    println!();
+    println!("Open this page in a browser and sign in:");
+    println!();
+    println!("    {open}");
+    println!();
+    println!("Confirm that it shows this code:");
+    println!();
+    println!("User code: {}", device.user_code);
+    println!();
+    println!(
+        "Waiting for approval (the code expires at {})...",
+        rfc3339(device.expires_at)
+    );
+}
+
+/// Polls until the person approves (or `deadline` passes), slowing down when asked to.
+async fn approval(
+    http: &HttpClient,
+    oidc_endpoint: &url::Url,
+    client_reg: &RegisteredClient,
+    device: &DeviceAuthorization,
+    deadline: Timestamp,
+) -> Result<TokenSet, Error> {
+    let mut interval = device.interval;
+    loop {
+        tokio::time::sleep(interval).await;
+        if Timestamp::now() >= deadline {
+            return Err(Error::Usage(
+                "the code was not approved in time; run tcred login again".into(),
+            ));
+        }
+        match oidc::poll_device_token(http, oidc_endpoint, client_reg, device).await {
+            Ok(DevicePoll::Pending) => {}
+            Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
+            Ok(DevicePoll::Issued(tokens)) => return Ok(tokens),
+            Err(e) => return Err(Error::Usage(format!("login failed: {e}"))),
+        }
+    }
 }
 
 /// Refuses to take over a session Secret labelled for another source: its registered client

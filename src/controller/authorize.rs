@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::{
-    SecretSpec, SourceKind, SourceMode, SourceView, TemporaryCredentialSpec, condition::reasons,
+    AllowedNamespaces, SecretSpec, SourceKind, SourceLimits, SourceMode, SourceView, TemporaryCredentialSpec,
+    condition::reasons,
 };
 
 /// Requested lifetime when a TemporaryCredential sets none (STS default).
@@ -215,40 +216,66 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
             format!("{source_desc} must set exactly one of identityCenter, accessKey or webIdentity"),
         )
     })?;
-
     if let Some(allowed) = req.source.allowed_namespaces {
-        // Fail closed: a selector evaluated against no labels would let `NotIn`/`DoesNotExist`
-        // through while the namespace cache fills. The namespace's arrival re-triggers this.
-        let Some(namespace_labels) = req.namespace_labels else {
-            return Err(Problem::new(
-                reasons::NAMESPACE_UNKNOWN,
-                format!("waiting for namespace {} to be known", req.namespace),
-            ));
-        };
-        let by_name = allowed.names.iter().any(|n| n == req.namespace);
-        let by_selector = match &allowed.selector {
-            Some(sel) => selector_matches(sel, namespace_labels).map_err(|e| {
-                Problem::new(
-                    reasons::DENIED,
-                    format!("{source_desc} has an invalid namespace selector: {e}"),
-                )
-            })?,
-            None => false,
-        };
-        if !by_name && !by_selector {
-            return Err(Problem::new(
-                reasons::DENIED,
-                format!(
-                    "namespace {} is not allowed to use {source_desc} (see its spec.allowedNamespaces)",
-                    req.namespace
-                ),
-            ));
-        }
+        namespace_allowed(&req, allowed, &source_desc)?;
     }
-
     let target = target_of(req.spec)?;
     check_secret_spec(&req.spec.secret)?;
-    let duration = match (&mode, &target) {
+    let duration = duration_for(&mode, &target, req.spec, &source_desc)?;
+    if let Some(limits) = req.source.limits {
+        within_limits(limits, &target, duration, &source_desc)?;
+    }
+    Ok(Authorized {
+        mode,
+        target,
+        duration,
+    })
+}
+
+/// The namespace of the request is one `allowed` names or selects.
+fn namespace_allowed(
+    req: &Request<'_>,
+    allowed: &AllowedNamespaces,
+    source_desc: &str,
+) -> Result<(), Problem> {
+    // Fail closed: a selector evaluated against no labels would let `NotIn`/`DoesNotExist`
+    // through while the namespace cache fills. The namespace's arrival re-triggers this.
+    let Some(namespace_labels) = req.namespace_labels else {
+        return Err(Problem::new(
+            reasons::NAMESPACE_UNKNOWN,
+            format!("waiting for namespace {} to be known", req.namespace),
+        ));
+    };
+    let by_name = allowed.names.iter().any(|n| n == req.namespace);
+    let by_selector = match &allowed.selector {
+        Some(sel) => selector_matches(sel, namespace_labels).map_err(|e| {
+            Problem::new(
+                reasons::DENIED,
+                format!("{source_desc} has an invalid namespace selector: {e}"),
+            )
+        })?,
+        None => false,
+    };
+    if !by_name && !by_selector {
+        return Err(Problem::new(
+            reasons::DENIED,
+            format!(
+                "namespace {} is not allowed to use {source_desc} (see its spec.allowedNamespaces)",
+                req.namespace
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The lifetime to request (STS sources only), once the target fits the source's mode.
+fn duration_for(
+    mode: &SourceMode<'_>,
+    target: &Target,
+    spec: &TemporaryCredentialSpec,
+    source_desc: &str,
+) -> Result<Option<Duration>, Problem> {
+    let duration = match (mode, target) {
         (SourceMode::IdentityCenter(_), Target::PermissionSet { .. }) => None,
         (SourceMode::IdentityCenter(_), Target::Agency { .. }) => {
             return Err(Problem::new(
@@ -265,9 +292,9 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
                 ),
             ));
         }
-        (_, Target::Agency { .. }) => Some(req.spec.duration.map(Duration::from).unwrap_or(DEFAULT_DURATION)),
+        (_, Target::Agency { .. }) => Some(spec.duration.map(Duration::from).unwrap_or(DEFAULT_DURATION)),
     };
-    if matches!(mode, SourceMode::WebIdentity(_)) && req.spec.service_account_name.is_none() {
+    if matches!(mode, SourceMode::WebIdentity(_)) && spec.service_account_name.is_none() {
         return Err(Problem::new(
             reasons::INVALID_SPEC,
             format!(
@@ -275,54 +302,46 @@ pub fn authorize<'a>(req: Request<'a>) -> Result<Authorized<'a>, Problem> {
             ),
         ));
     }
+    Ok(duration)
+}
 
-    if let Some(limits) = req.source.limits {
-        if let (Some(max), Some(d)) = (limits.max_duration, duration)
-            && d > Duration::from(max)
-        {
-            return Err(Problem::new(
-                reasons::DENIED,
-                format!(
-                    "duration {}s exceeds the {}s allowed by {source_desc}",
-                    d.as_secs(),
-                    Duration::from(max).as_secs()
-                ),
-            ));
-        }
-        let (account, ps, agency) = match &target {
-            Target::PermissionSet { account_id, name } => (account_id, Some(name), None),
-            Target::Agency { account_id, name, .. } => (account_id, None, Some(name)),
-        };
-        if !limits.allowed_accounts.is_empty() && !limits.allowed_accounts.contains(account) {
-            return Err(Problem::new(
-                reasons::DENIED,
-                format!("account {account} is not allowed by {source_desc}"),
-            ));
-        }
-        if let Some(ps) = ps
-            && !limits.allowed_permission_sets.is_empty()
-            && !limits.allowed_permission_sets.contains(ps)
-        {
-            return Err(Problem::new(
-                reasons::DENIED,
-                format!("permission set {ps} is not allowed by {source_desc}"),
-            ));
-        }
-        if let Some(agency) = agency
-            && !limits.allowed_agencies.is_empty()
-            && !limits.allowed_agencies.contains(agency)
-        {
-            return Err(Problem::new(
-                reasons::DENIED,
-                format!("agency {agency} is not allowed by {source_desc}"),
-            ));
-        }
+/// The duration, account, permission set and agency are within the source's limits.
+fn within_limits(
+    limits: &SourceLimits,
+    target: &Target,
+    duration: Option<Duration>,
+    source_desc: &str,
+) -> Result<(), Problem> {
+    let denied = |message: String| Err(Problem::new(reasons::DENIED, message));
+    if let (Some(max), Some(d)) = (limits.max_duration, duration)
+        && d > Duration::from(max)
+    {
+        return denied(format!(
+            "duration {}s exceeds the {}s allowed by {source_desc}",
+            d.as_secs(),
+            Duration::from(max).as_secs()
+        ));
     }
-    Ok(Authorized {
-        mode,
-        target,
-        duration,
-    })
+    let (account, ps, agency) = match target {
+        Target::PermissionSet { account_id, name } => (account_id, Some(name), None),
+        Target::Agency { account_id, name, .. } => (account_id, None, Some(name)),
+    };
+    if !limits.allowed_accounts.is_empty() && !limits.allowed_accounts.contains(account) {
+        return denied(format!("account {account} is not allowed by {source_desc}"));
+    }
+    if let Some(ps) = ps
+        && !limits.allowed_permission_sets.is_empty()
+        && !limits.allowed_permission_sets.contains(ps)
+    {
+        return denied(format!("permission set {ps} is not allowed by {source_desc}"));
+    }
+    if let Some(agency) = agency
+        && !limits.allowed_agencies.is_empty()
+        && !limits.allowed_agencies.contains(agency)
+    {
+        return denied(format!("agency {agency} is not allowed by {source_desc}"));
+    }
+    Ok(())
 }
 
 /// Kubernetes label selector semantics: every matchLabels pair and every expression must hold.

@@ -180,76 +180,58 @@ pub async fn restart_targets(
             }
         };
         if outcomes.is_empty() {
-            publish(
-                ctx,
-                tc,
-                true,
-                "RolloutRestartNoMatch",
-                "RolloutRestart",
-                format!(
-                    "no {:?} in {ns} matches the rolloutRestartTarget selector",
-                    t.kind
-                ),
-            )
-            .await;
+            let note = format!(
+                "no {:?} in {ns} matches the rolloutRestartTarget selector",
+                t.kind
+            );
+            publish(ctx, tc, true, "RolloutRestartNoMatch", "RolloutRestart", note).await;
         }
         for (what, outcome) in outcomes {
-            match outcome {
-                Ok(Restart::Restarted) => {
-                    ctx.metrics.record_restart(&ns);
-                    publish(
-                        ctx,
-                        tc,
-                        false,
-                        "RolloutRestartTriggered",
-                        "RolloutRestart",
-                        format!("restarted {what} after the credential rotated"),
-                    )
-                    .await;
-                }
-                Ok(Restart::AlreadyRestarted) => {
-                    publish(
-                        ctx,
-                        tc,
-                        false,
-                        "RolloutRestartCoalesced",
-                        "RolloutRestart",
-                        format!("{what} started its pods after the credential rotated (created or restarted since); not restarting it again"),
-                    )
-                    .await;
-                }
-                Ok(Restart::NotAllowed) => {
-                    // Not a failure: retrying would not change the workload's mind. Restarts run
-                    // once per rotation, so this warns once per rotation.
-                    publish(
-                        ctx,
-                        tc,
-                        true,
-                        reasons::RESTART_NOT_ALLOWED,
-                        "RolloutRestart",
-                        format!(
-                            "not restarting {what}: it has not opted in; annotate it `{}={credential}` (a comma-separated list, or `*`)",
-                            annotations::RESTART_ON_ROTATION
-                        ),
-                    )
-                    .await;
-                }
-                Err(detail) => {
-                    publish(
-                        ctx,
-                        tc,
-                        true,
-                        "RolloutRestartFailed",
-                        "RolloutRestart",
-                        format!("could not restart {what}: {detail}"),
-                    )
-                    .await;
-                    failed.push((what, detail));
-                }
+            if let Err(detail) = &outcome {
+                failed.push((what.clone(), detail.clone()));
             }
+            announce(ctx, tc, &what, outcome).await;
         }
     }
     failed
+}
+
+/// The Event (and metric) for one workload's restart outcome.
+async fn announce(ctx: &Context, tc: &TemporaryCredential, what: &str, outcome: Result<Restart, String>) {
+    let credential = tc.name_any();
+    let (warning, reason, note) = match outcome {
+        Ok(Restart::Restarted) => {
+            ctx.metrics.record_restart(&tc.namespace().unwrap_or_default());
+            (
+                false,
+                "RolloutRestartTriggered",
+                format!("restarted {what} after the credential rotated"),
+            )
+        }
+        Ok(Restart::AlreadyRestarted) => (
+            false,
+            "RolloutRestartCoalesced",
+            format!(
+                "{what} started its pods after the credential rotated (created or restarted since); not restarting it again"
+            ),
+        ),
+        // Not a failure: retrying would not change the workload's mind. Restarts run once per
+        // rotation, so this warns once per rotation.
+        Ok(Restart::NotAllowed) => (
+            true,
+            reasons::RESTART_NOT_ALLOWED,
+            format!(
+                "not restarting {what}: it has not opted in; annotate it `{}={credential}` (a comma-separated list, or `*`)",
+                annotations::RESTART_ON_ROTATION
+            ),
+        ),
+        Err(detail) => (
+            true,
+            "RolloutRestartFailed",
+            format!("could not restart {what}: {detail}"),
+        ),
+    };
+    publish(ctx, tc, warning, reason, "RolloutRestart", note).await;
 }
 
 /// The rotation a restart follows, and the time now.
@@ -344,6 +326,49 @@ async fn restart_one<K: Workload>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rotated(rotations: i64, restarted: Option<i64>) -> TemporaryCredentialStatus {
+        TemporaryCredentialStatus {
+            rotations,
+            restarted_rotation: restarted,
+            last_rotation_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(1_000).unwrap(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_first_issue_and_objects_without_targets_owe_no_restarts() {
+        let now = Timestamp::from_second(2_000).unwrap();
+        assert_eq!(owed(&rotated(1, None), true, now), Owed::Settled(Outcome::Done));
+        assert_eq!(
+            owed(&rotated(5, Some(2)), false, now),
+            Owed::Settled(Outcome::Done)
+        );
+        let (status, still_owed) = fold(rotated(5, Some(2)), Outcome::Done);
+        assert_eq!((status.restarted_rotation, still_owed), (Some(5), false));
+    }
+
+    #[test]
+    fn a_rotation_is_restarted_once_and_a_failed_restart_stays_owed() {
+        let now = Timestamp::from_second(2_000).unwrap();
+        let due = rotated(3, Some(2));
+        assert_eq!(
+            owed(&due, true, now),
+            Owed::Due {
+                rotated_at: Timestamp::from_second(1_000).unwrap()
+            }
+        );
+        let (failed, still_owed) = fold(due.clone(), Outcome::of_failures(&["deployment/web"]));
+        assert_eq!((failed.restarted_rotation, still_owed), (Some(2), true));
+        let (done, still_owed) = fold(due, Outcome::of_failures::<&str>(&[]));
+        assert_eq!((done.restarted_rotation, still_owed), (Some(3), false));
+        // recorded already: nothing changes and nothing is restarted again
+        assert_eq!(owed(&done, true, now), Owed::Settled(Outcome::Recorded));
+        let (same, still_owed) = fold(done.clone(), Outcome::Recorded);
+        assert_eq!((same, still_owed), (done, false));
+    }
 
     fn stamped(key: &str, value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(key.to_string(), value.to_string())])

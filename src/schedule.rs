@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn an_expiry_at_the_edge_of_time_does_not_panic_with_a_clock_skew() {
-        // Found by fuzzing (review C1): `expires_at - skew` overflowed.
+        // Found by fuzzing (docs/security.md C1): `expires_at - skew` overflowed.
         let min = Timestamp::MIN;
         assert_eq!(expiry_in_cluster_time(t(0), min, Some(120)), min);
         assert_eq!(

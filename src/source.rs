@@ -1,7 +1,7 @@
 //! A credential source, of either kind (CredentialSource, ClusterCredentialSource): what both
 //! controllers ask of one, the Secrets it references (their namespace, their binding labels,
 //! their keys) and the one strict reader of a Secret key. A leaf: it knows the API types, not
-//! the controllers (docs/controller.md §Sources, docs/api.md §Secrets read by tcred).
+//! the controllers (docs/controller.md §Sources, docs/api.md §`CredentialSource` / `ClusterCredentialSource`).
 
 use std::{collections::BTreeMap, fmt, fmt::Debug, sync::Arc};
 

@@ -208,6 +208,93 @@ async fn a_source_uses_only_the_secrets_labelled_for_it() {
     .await;
 }
 
+/// A secret access key that is not UTF-8 used to pass the source check (read lossily) while every
+/// mint refused it: the source showed Ready and nothing could be minted. Both now read a key one
+/// way, so the source says what is wrong and the credential fails without a call to Huawei.
+#[tokio::test]
+async fn an_access_key_that_is_not_text_makes_the_source_not_ready() {
+    with_namespace("binary-ak", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("binary-ak".into()),
+                labels: Some(
+                    bound_to("CredentialSource", "binary")
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            data: Some(
+                [
+                    ("accessKeyId", CI_BOT_AK.as_bytes().to_vec()),
+                    ("secretAccessKey", b"\xff\xfe\x00not-text".to_vec()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v)))
+                .collect(),
+            ),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the Secret");
+        credential_source(
+            &client,
+            &ns,
+            "binary",
+            json!({
+                "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "binary-ak"}},
+                "endpoints": {"sts": sim.url},
+            }),
+        )
+        .await;
+        let _op = Operator::start("binary-ak", &ns).await;
+        let msg = wait_source(
+            &client,
+            &ns,
+            "binary",
+            types::READY,
+            "False",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            msg,
+            format!("Secret {ns}/binary-ak: key secretAccessKey is not UTF-8")
+        );
+        let (_, reason, _) = source_condition(&client, &ns, "binary", types::READY)
+            .await
+            .expect("a Ready condition");
+        assert_eq!(reason, reasons::SECRET_INVALID);
+
+        apply(&client, agency_credential(&ns, "via-binary", "binary", json!({}))).await;
+        let tc = wait_ready_reason(
+            &client,
+            &ns,
+            "via-binary",
+            reasons::MINT_FAILED,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            ready_message(&tc).contains("key secretAccessKey is not UTF-8"),
+            "{}",
+            ready_message(&tc)
+        );
+        assert!(get_secret(&client, &ns, "via-binary").await.is_none());
+        let heard = sim.stats().await;
+        assert_eq!(
+            heard["requestsByOperation"].as_object().map(|o| o.len()),
+            Some(0),
+            "{heard}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn device_flow_login_writes_the_session_and_permission_sets_mint_through_the_portal() {
     with_namespace("ic-login", |client, ns| async move {

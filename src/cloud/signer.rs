@@ -1,4 +1,4 @@
-//! SDK-HMAC-SHA256 request signing, byte for byte as Huawei's SDKs do it (reference §8), and the
+//! SDK-HMAC-SHA256 request signing, byte for byte as Huawei's SDKs do it (docs/controller.md §Huawei Cloud calls), and the
 //! pieces a verifier needs to recompute a signature from a received request.
 
 use hmac::{Hmac, Mac};
@@ -274,7 +274,7 @@ pub fn parse_authorization(value: &str) -> Option<Authorization> {
 
 #[cfg(test)]
 mod tests {
-    //! The official vectors of reference §9, produced with huaweicloudsdkcore 3.1.219.
+    //! Vectors produced with Huawei's SDK, huaweicloudsdkcore 3.1.219 (docs/controller.md §Huawei Cloud calls).
     use super::*;
 
     const AK: &str = "HPUAEXAMPLEAK0000001";

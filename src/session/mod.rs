@@ -45,7 +45,7 @@ impl Session {
     }
 
     /// [`Session::from_secret`] at a given time: every time key must lie between 2000-01-01 and
-    /// ten years after `now`, so no later arithmetic on it can overflow (review C1).
+    /// ten years after `now`, so no later arithmetic on it can overflow (docs/security.md C1).
     pub fn from_secret_at(secret: &Secret, now: Timestamp) -> Result<Self, String> {
         let latest = schedule::add_saturating(now, LATEST_AHEAD);
         let text = |k: &str| read_key(secret, k).map_err(|e| e.describe(k));
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_earliest_and_latest_times_do_not_panic_the_refresh_schedule() {
-        // Review C1, trigger A: `accessTokenExpiresAt - 10 min` at Timestamp::MIN panicked.
+        // docs/security.md C1, trigger A: `accessTokenExpiresAt - 10 min` at Timestamp::MIN panicked.
         let at_min = Session {
             access_token_expires_at: Timestamp::MIN,
             access_token_issued_at: None,

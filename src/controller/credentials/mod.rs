@@ -175,7 +175,7 @@ async fn fresh_if_cache_is_behind(ctx: &Context, tc: &TemporaryCredential) -> Re
     if !stale {
         return Ok(Freshness::Current);
     }
-    ctx.metrics.stale_cache_reads.inc();
+    ctx.metrics.record_stale_cache_read();
     let fresh = Api::<TemporaryCredential>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&name)
         .await

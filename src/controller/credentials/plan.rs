@@ -5,7 +5,7 @@
 //! Two mints of one object are always at least `min_interval` apart (its first issue aside),
 //! whatever asks for the second one: a deleted or edited Secret, a rotate request, a spec change,
 //! a credential that expired early. Nothing another party can edit can therefore make tcred mint
-//! in a loop (review H4, H5, M1, M5).
+//! in a loop (docs/security.md H4, H5, M1, M5).
 
 use std::{fmt, time::Duration};
 

@@ -1,7 +1,7 @@
 //! The managed Secret: building it from an issued credential (pure), reading back what a live
 //! Secret holds, and the hashes that tell a restarted controller whether it is still good.
 //!
-//! What tcred trusts in a Secret it manages (review H5, L3):
+//! What tcred trusts in a Secret it manages (docs/security.md H5, L3):
 //! - **Only its own keys.** The data hash (`tcred.dev/data-hash`) covers exactly the keys tcred
 //!   writes ([`keys::ALL`]). A key someone else adds is ignored: it is not hashed, so it does not
 //!   make the Secret look edited (and trigger a re-mint), and it is not removed: tcred never
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn an_edited_expiry_annotation_is_ignored_and_rewritten() {
-        // Review L3: `tcred.dev/expires-at=9999-01-01T00:00:00Z` kept the credential for ever.
+        // docs/security.md L3: `tcred.dev/expires-at=9999-01-01T00:00:00Z` kept the credential for ever.
         let t = tc("billing");
         let mut s = build(&t, &credential("AKID1", 3_600), times());
         annotate(&mut s, annotations::EXPIRES_AT, "9999-01-01T00:00:00Z");
@@ -519,7 +519,7 @@ mod tests {
 
     #[test]
     fn an_edited_issue_time_is_recovered_from_the_status_or_counts_as_an_edit() {
-        // Review L3: a later `tcred.dev/issued-at` counted as a rotation and restarted workloads.
+        // docs/security.md L3: a later `tcred.dev/issued-at` counted as a rotation and restarted workloads.
         let mut t = tc("billing");
         let mut s = build(&t, &credential("AKID1", 3_600), times());
         annotate(&mut s, annotations::ISSUED_AT, "1970-01-01T00:30:00Z");

@@ -566,7 +566,7 @@ mod tests {
 
     #[test]
     fn a_failed_mint_counts_the_attempt_and_schedules_the_retry_in_the_future() {
-        // A credential refused as nearly expired (review M1) is a failure like any other: the
+        // A credential refused as nearly expired (docs/security.md M1) is a failure like any other: the
         // attempt counter rises and the retry time is the backoff's, so the plan waits for it.
         let ok = minted(&Default::default(), 0);
         let f = after_failure(

@@ -384,7 +384,7 @@ mod tests {
     }
     #[test]
     fn next_check_does_not_panic_on_a_session_expiry_at_the_edge_of_time() {
-        // Review C1: `expires - warning` overflowed for a session expiring at Timestamp::MIN.
+        // docs/security.md C1: `expires - warning` overflowed for a session expiring at Timestamp::MIN.
         let warning = Duration::from_secs(DAY);
         for expires in [Timestamp::MIN, Timestamp::MAX] {
             let check = Check::Session(Ok(expires));

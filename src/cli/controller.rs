@@ -7,7 +7,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::Error;
+use super::error::Error;
 use crate::{
     controller::{self, Config, Readiness},
     leader::{Election, LeaderConfig},

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::Error;
+use super::error::Error;
 use crate::api::{crd_file_name, crd_yaml, crds};
 
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt, api::ObjectMeta};
 
-use super::Error;
+use super::error::Error;
 use crate::{
     api::{ClusterCredentialSource, CredentialSource, IdentityCenterSource, SourceMode, SourceView, labels},
     cloud::{

@@ -2,12 +2,14 @@
 
 mod controller;
 mod crd;
+mod error;
 mod login;
 mod rotate;
 mod status;
 
 use clap::{Parser, Subcommand};
 
+pub use self::error::Error;
 use crate::telemetry::LogFormat;
 
 /// tcred keeps short-lived Huawei Cloud credentials in Kubernetes Secrets.
@@ -39,25 +41,6 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Force one rotation of a TemporaryCredential and wait for the new credential.
     Rotate(rotate::RotateArgs),
-}
-
-/// Errors a command reports to the user.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Controller(#[from] crate::controller::Error),
-    #[error("{0}")]
-    Leader(#[from] crate::leader::Error),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Yaml(#[from] serde_saphyr::SerializeError),
-    #[error("lost the leader lease; exiting so a fresh replica can stand by")]
-    LostLease,
-    #[error("{0}")]
-    Usage(String),
 }
 
 impl Cli {

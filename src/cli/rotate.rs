@@ -11,7 +11,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::Error;
+use super::error::Error;
 use crate::{
     api::{
         TemporaryCredential, annotations,

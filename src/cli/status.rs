@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-use super::Error;
+use super::error::Error;
 use crate::api::{
     TemporaryCredential,
     condition::{find, types},

@@ -25,14 +25,15 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// The span of one reconcile: every line logged inside names the object.
+/// The span of one reconcile: every line logged inside names the object (`kind`, `namespace`,
+/// `object`: the field names log queries already use).
 pub fn span<K: Resource<DynamicType = ()>>(obj: &K) -> Span {
     let namespace = obj.namespace();
     tracing::info_span!(
         "reconcile",
         kind = %K::kind(&()),
         namespace = namespace.as_deref(),
-        name = %obj.name_any(),
+        object = %obj.name_any(),
     )
 }
 

@@ -35,7 +35,7 @@ use super::{
     authorize::{self, Authorized, Problem, Request},
     context::Context,
     entry,
-    error::Error,
+    error::{Error, error_class},
     guard, restart,
 };
 use crate::{
@@ -546,7 +546,7 @@ impl Reconciler<'_> {
         self.ctx.metrics.record_secret_write_failure();
         if let Decision::Retry { delay, .. } = &decision {
             warn!(
-                class = crate::controller::error::error_class(e).label(),
+                class = error_class(e).label(),
                 retry_in_seconds = delay.as_secs(), error = %message, "Secret write failed"
             );
         }

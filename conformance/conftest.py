@@ -1,7 +1,7 @@
 """Starts tcred-huawei-sim for the conformance tests and builds Huawei SDK clients pointed at it.
 
 The simulator binary comes from $TCRED_SIM_BIN (default: target/debug/tcred-huawei-sim, built with
-`cargo build --bin tcred-huawei-sim`). It prints `listening on http://127.0.0.1:<port>` as its first
+`cargo build --package tcred-huawei-sim`). It prints `listening on http://127.0.0.1:<port>` as its first
 stdout line; everything else it says goes to stderr, which is kept in a log file next to the config.
 """
 
@@ -69,7 +69,7 @@ def _read_first_line(stream, timeout):
 @pytest.fixture(scope="session")
 def sim(tmp_path_factory):
     if not SIM_BIN.exists():
-        pytest.fail(f"{SIM_BIN} does not exist: run `cargo build --bin tcred-huawei-sim` or set TCRED_SIM_BIN")
+        pytest.fail(f"{SIM_BIN} does not exist: run `cargo build --package tcred-huawei-sim` or set TCRED_SIM_BIN")
     workdir = tmp_path_factory.mktemp("sim")
     config = workdir / "sim.yaml"
     shutil.copy(HERE / "sim-config.yaml", config)

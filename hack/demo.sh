@@ -38,7 +38,7 @@ up() {
   mkdir -p "$STATE"
 
   log "building tcred and the Huawei simulator"
-  cargo build --quiet --bin tcred --bin tcred-huawei-sim
+  cargo build --quiet --package tcred --package tcred-huawei-sim
 
   if ! alive simulator; then
     log "starting the Huawei Cloud simulator"

@@ -285,6 +285,46 @@ pub fn secret_text(s: &Secret, key: &str) -> String {
 
 // === The Huawei Cloud simulator ===
 
+/// The simulator binary: `$TCRED_SIM_BIN` when set (as for `conformance/`), else the workspace's
+/// `tcred-huawei-sim` package built with cargo, once per test process. The simulator is its own
+/// package (`sim/`), so cargo does not build it for this package's tests the way it builds `tcred`
+/// (`CARGO_BIN_EXE_*` names only a package's own binaries); the build is a no-op when it is fresh.
+pub fn simulator_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("TCRED_SIM_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_simulator(),
+    })
+}
+
+fn build_simulator() -> PathBuf {
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "tcred-huawei-sim",
+            "--bin",
+            "tcred-huawei-sim",
+        ])
+        .args(["--message-format", "json-render-diagnostics"])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build for the simulator");
+    assert!(
+        out.status.success(),
+        "cargo build --package tcred-huawei-sim failed"
+    );
+    // The last compiler-artifact message for the binary names the executable.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "tcred-huawei-sim")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo build reported the simulator's executable")
+}
+
 /// A simulator process with a config; killed on drop.
 pub struct Simulator {
     child: Child,
@@ -825,7 +865,7 @@ impl Simulator {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sim.yaml");
         std::fs::write(&path, serde_saphyr::to_string(config).expect("yaml")).expect("write sim config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
+        let mut child = Command::new(simulator_binary())
             .args(["--config", path.to_str().expect("path"), "--listen", listen])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -6,7 +6,8 @@ use axum::http::HeaderMap;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{ApiError, code};
-use crate::state::{Sim, constant_time_eq, lock};
+use crate::lock::lock;
+use crate::state::{Sim, constant_time_eq};
 use tcred::cloud::signer;
 use tcred::sensitive::SecretString;
 

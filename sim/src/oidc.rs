@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, code};
+use crate::lock::lock;
 use crate::state::{
-    Device, DeviceStatus, IcState, OidcClient, RefreshGrant, Session, SharedSim, constant_time_eq, lock,
+    Device, DeviceStatus, IcState, OidcClient, RefreshGrant, Session, SharedSim, constant_time_eq,
     new_bearer_token, new_user_code, random_lower_alnum,
 };
 use crate::sts::parse_body;

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use crate::config::ExpirationUnit;
 use crate::error::{ApiError, code};
+use crate::lock::lock;
 use crate::middleware::Minted;
-use crate::state::{SharedSim, Sim, lock};
+use crate::state::{SharedSim, Sim};
 use tcred::cloud::signer::parse_query;
 
 pub const DEFAULT_LIMIT: usize = 200;

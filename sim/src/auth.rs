@@ -172,22 +172,15 @@ fn lookup(sim: &Sim, access_key_id: &str) -> Option<(SecretString, KeyOwner)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::state::Catalog;
+    use crate::testing::{ACCOUNT, CI_BOT_SK as SK, ci_bot, world};
     use axum::http::{HeaderName, HeaderValue};
     use tcred::cloud::signer::{AccessKey, Request, sign};
 
-    const AK: &str = "HPUACIBOT00000000001";
-    const SK: &str = "CiBotSecretKey0123456789abcdefghijABCDEF";
     const HOST: &str = "127.0.0.1:8443";
     const BODY: &[u8] = br#"{"agency_urn": "iam::0123456789abcdef0123456789abcdef:agency:ops-admin", "agency_session_name": "s1"}"#;
 
     fn sim() -> Sim {
-        let cfg = Config::from_yaml(&format!(
-            "users:\n  - {{name: ci-bot, accountId: \"0123456789abcdef0123456789abcdef\", accessKeyId: {AK}, secretAccessKey: {SK}}}\n"
-        ))
-        .unwrap();
-        Sim::new(Catalog::build(cfg).unwrap())
+        crate::testing::sim(world())
     }
 
     /// Signs a POST with the operator's signer, returning (query string, headers) as sent.
@@ -223,11 +216,7 @@ mod tests {
     }
 
     fn user_key() -> AccessKey {
-        AccessKey {
-            id: AK.into(),
-            secret: SK.into(),
-            security_token: None,
-        }
+        ci_bot()
     }
 
     #[test]
@@ -244,7 +233,7 @@ mod tests {
             caller,
             Caller::User {
                 name: "ci-bot".into(),
-                account_id: "0123456789abcdef0123456789abcdef".into()
+                account_id: ACCOUNT.into()
             }
         );
     }
@@ -314,7 +303,7 @@ mod tests {
     fn temporary_keys_need_their_token_and_must_not_be_expired() {
         let sim = sim();
         let now = Timestamp::now();
-        let issued = sim.issue_key("0123456789abcdef0123456789abcdef", "ops-admin", "s1", 900, now);
+        let issued = sim.issue_key(ACCOUNT, "ops-admin", "s1", 900, now);
         let key = AccessKey {
             id: issued.access_key_id.clone(),
             secret: issued.secret_access_key.clone(),

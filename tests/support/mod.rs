@@ -333,29 +333,28 @@ pub struct Simulator {
     _dir: tempfile::TempDir,
 }
 
-/// The default simulator world: one account with agency `ops` (12 h max) trusting `ci-bot`,
-/// permission set ReadOnlyAccess for Identity Center user alice.
+/// The test world every simulator starts with (`sim/fixtures/world.yaml`: one account with
+/// agencies `ops` (12 h max) and `readonly` trusting `ci-bot`, permission set ReadOnlyAccess for
+/// Identity Center user alice, ...), as JSON for tests to adjust before [`Simulator::start`].
 pub fn default_sim_config() -> Value {
-    json!({
-        "accounts": [{
-            "id": ACCOUNT,
-            "name": "prod",
-            "agencies": [
-                {"name": AGENCY, "maxSessionSeconds": 43200, "trustedUsers": ["ci-bot"]},
-                {"name": "readonly", "maxSessionSeconds": 3600, "trustedUsers": ["ci-bot"]},
-            ],
-            "permissionSets": [
-                {"name": "ReadOnlyAccess", "agencyName": "IdentityCenter-ReadOnlyAccess", "sessionSeconds": 3600},
-                {"name": "AdminAccess", "agencyName": "IdentityCenter-AdminAccess", "sessionSeconds": 3600},
-            ],
-        }],
-        "users": [{"name": "ci-bot", "accountId": ACCOUNT, "accessKeyId": CI_BOT_AK, "secretAccessKey": CI_BOT_SK}],
-        "identityCenter": {
-            "startUrls": ["https://idcenter.example.com/d-1234567890/portal"],
-            "users": [{"name": "alice", "assignments": [{"accountId": ACCOUNT, "permissionSet": "ReadOnlyAccess"}]}],
-            "pollIntervalSeconds": 1,
-        },
-    })
+    let world: Value = serde_saphyr::from_str(include_str!("../../sim/fixtures/world.yaml"))
+        .expect("sim/fixtures/world.yaml is YAML");
+    // The names the tests use as constants are the fixture's.
+    assert_eq!(world["accounts"][0]["id"], ACCOUNT, "fixture account");
+    assert_eq!(world["users"][0]["accessKeyId"], CI_BOT_AK, "fixture user");
+    assert_eq!(world["users"][0]["secretAccessKey"], CI_BOT_SK, "fixture user");
+    assert_eq!(
+        world["identityCenter"]["startUrls"][0], START_URL,
+        "fixture start URL"
+    );
+    let agencies = world["accounts"][0]["agencies"]
+        .as_array()
+        .expect("fixture agencies");
+    assert!(
+        agencies.iter().any(|a| a["name"] == AGENCY),
+        "fixture agency {AGENCY}"
+    );
+    world
 }
 
 impl Simulator {

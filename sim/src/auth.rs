@@ -1,6 +1,7 @@
-//! SDK-HMAC-SHA256 verification of a received request (reference §8): recompute the canonical
-//! request from what arrived on the wire (method, raw path, query, the declared signed headers
-//! including the received `Host`, body hash) with the signer in `tcred::cloud::signer`, and compare.
+//! SDK-HMAC-SHA256 verification of a received request (docs/simulator.md#signatures): recompute the
+//! canonical request from what arrived on the wire (method, raw path, query, the declared signed
+//! headers including the received `Host`, body hash) with the signer in `tcred::cloud::signer`, and
+//! compare.
 
 use axum::http::HeaderMap;
 use jiff::{SignedDuration, Timestamp};
@@ -11,7 +12,8 @@ use crate::state::{Sim, constant_time_eq};
 use tcred::cloud::signer;
 use tcred::sensitive::SecretString;
 
-/// How far `X-Sdk-Date` may be from the simulator's clock (APIG's rule, §2.4).
+/// How far `X-Sdk-Date` may be from the simulator's clock (the API gateway's rule,
+/// docs/simulator.md#signatures).
 pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(15 * 60);
 
 /// Who signed the request.

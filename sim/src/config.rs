@@ -131,7 +131,8 @@ pub struct Assignment {
     pub permission_set: String,
 }
 
-/// Unit of the portal's `agency_credentials.expiration` (the real one is undocumented, §2.6).
+/// Unit of the portal's `agency_credentials.expiration` (Huawei documents no unit,
+/// docs/simulator.md#time-fields).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpirationUnit {
@@ -352,7 +353,8 @@ mod tests {
             ExpirationUnit::Seconds
         );
         assert!(!cfg.identity_center.issue_refresh_tokens);
-        let minimal = "accounts: [{id: \"0123456789abcdef0123456789abcdef\", name: a, agencies: [{name: x}], permissionSets: [{name: p, agencyName: y}]}]";
+        let minimal = "accounts: [{id: \"0123456789abcdef0123456789abcdef\", name: a,\n  \
+                       agencies: [{name: x}], permissionSets: [{name: p, agencyName: y}]}]";
         let cfg = Config::from_yaml(minimal).unwrap();
         assert_eq!(cfg.accounts[0].agencies[0].max_session_seconds, 3600);
         assert_eq!(cfg.accounts[0].permission_sets[0].session_seconds, 3600);

@@ -1,6 +1,6 @@
-//! The Identity Center OIDC service (reference §3): RegisterClient, StartDeviceAuthorization and
-//! CreateToken with the device-code grant (RFC 8628 polling errors) and, when enabled, a rotating
-//! refresh-token grant.
+//! The Identity Center OIDC service (docs/simulator.md#identity-center-oidc): RegisterClient,
+//! StartDeviceAuthorization and CreateToken with the device-code grant (RFC 8628 polling errors)
+//! and, when enabled, a rotating refresh-token grant.
 
 use axum::Json;
 use axum::body::Bytes;

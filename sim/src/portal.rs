@@ -1,5 +1,6 @@
-//! The Identity Center portal API (reference §4): `access-token` authentication, assigned
-//! accounts and agencies with marker paging, GetAgencyCredentials (a mint) and Logout.
+//! The Identity Center portal API (docs/simulator.md#identity-center-portal): `access-token`
+//! authentication, assigned accounts and agencies with marker paging, GetAgencyCredentials (a mint)
+//! and Logout.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};

@@ -1,18 +1,19 @@
 """Starts tcred-huawei-sim for the conformance tests and builds Huawei SDK clients pointed at it.
 
 The simulator binary comes from $TCRED_SIM_BIN (default: target/debug/tcred-huawei-sim, built with
-`cargo build --bin tcred-huawei-sim`). It prints `listening on http://127.0.0.1:<port>` as its first
-stdout line; everything else it says goes to stderr, which is kept in a log file next to the config.
+`cargo build --package tcred-huawei-sim`). It runs the test world every consumer shares,
+sim/fixtures/world.yaml, and prints `listening on http://127.0.0.1:<port>` as its first stdout line;
+everything else it says goes to stderr, which is kept in a log file in a temporary directory.
 """
 
 import os
 import pathlib
-import shutil
 import subprocess
 import threading
 
 import pytest
 import requests
+import yaml  # PyYAML, a dependency of huaweicloudsdkcore
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkidentitycenteroidc.v1 import IdentityCenterOIDCClient
@@ -29,12 +30,18 @@ SIM_BIN = pathlib.Path(os.environ.get("TCRED_SIM_BIN", ROOT / "target" / "debug"
 STARTUP_TIMEOUT = 20  # seconds to wait for the "listening on" line
 HTTP_TIMEOUT = 10
 
-ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
-CI_BOT_AK = "HPUACIBOT00000000001"
-CI_BOT_SK = "CiBotSecretKey0123456789abcdefghijABCDEF"
-AGENCY_URN = f"iam::{ACCOUNT_ID}:agency:ops-admin"
-PROVIDER_URN = f"iam::{ACCOUNT_ID}:oidcProvider:k8s"
-START_URL = "https://idcenter.example.com/d-1234567890/portal"
+WORLD_FILE = ROOT / "sim" / "fixtures" / "world.yaml"
+WORLD = yaml.safe_load(WORLD_FILE.read_text())
+
+# The names the tests use, read from the world.
+ACCOUNT_ID = WORLD["accounts"][0]["id"]
+CI_BOT_AK = WORLD["users"][0]["accessKeyId"]
+CI_BOT_SK = WORLD["users"][0]["secretAccessKey"]
+AGENCY = "ops-admin"  # trusts ci-bot, and team-a's ServiceAccounts through the k8s provider
+assert AGENCY in [a["name"] for a in WORLD["accounts"][0]["agencies"]], f"{WORLD_FILE} has no agency {AGENCY}"
+AGENCY_URN = f"iam::{ACCOUNT_ID}:agency:{AGENCY}"
+PROVIDER_URN = WORLD["oidcProviders"][0]["urn"]
+START_URL = WORLD["identityCenter"]["startUrls"][0]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
@@ -69,14 +76,11 @@ def _read_first_line(stream, timeout):
 @pytest.fixture(scope="session")
 def sim(tmp_path_factory):
     if not SIM_BIN.exists():
-        pytest.fail(f"{SIM_BIN} does not exist: run `cargo build --bin tcred-huawei-sim` or set TCRED_SIM_BIN")
-    workdir = tmp_path_factory.mktemp("sim")
-    config = workdir / "sim.yaml"
-    shutil.copy(HERE / "sim-config.yaml", config)
-    log_path = workdir / "sim.log"
+        pytest.fail(f"{SIM_BIN} does not exist: run `cargo build --package tcred-huawei-sim` or set TCRED_SIM_BIN")
+    log_path = tmp_path_factory.mktemp("sim") / "sim.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(SIM_BIN), "--config", str(config), "--listen", "127.0.0.1:0"],
+            [str(SIM_BIN), "--config", str(WORLD_FILE), "--listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},

@@ -50,7 +50,7 @@ from huaweicloudsdksts.v1 import (
 STS_EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # ES256, kid "conformance", signed offline with the test key whose public half is in
-# sim-config.yaml; iss https://kubernetes.default.svc, sub system:serviceaccount:team-a:billing,
+# sim/fixtures/world.yaml; iss https://kubernetes.default.svc, sub system:serviceaccount:team-a:billing,
 # aud ["sts.huaweicloud"], exp 2100-01-01.
 ID_TOKEN = (
     "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImNvbmZvcm1hbmNlIn0."

@@ -9,7 +9,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$ROOT/target/demo"
 NS=demo
+# The simulated Huawei Cloud: the test world the simulator's tests, the cluster tests and the
+# conformance suite use too. The demo mints for agency `ops` with IAM user ci-bot's access key.
+WORLD=sim/fixtures/world.yaml
 cd "$ROOT"
+
+# The first value of `key: "value"` in the world file.
+world() { sed -n "s/^ *-* *$1: *\"\(.*\)\"\$/\1/p" "$WORLD" | head -n 1; }
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -38,12 +44,12 @@ up() {
   mkdir -p "$STATE"
 
   log "building tcred and the Huawei simulator"
-  cargo build --quiet --bin tcred --bin tcred-huawei-sim
+  cargo build --quiet --package tcred --package tcred-huawei-sim
 
   if ! alive simulator; then
     log "starting the Huawei Cloud simulator"
     : >"$STATE/simulator.log"
-    setsid target/debug/tcred-huawei-sim --config hack/demo/sim.yaml --listen 127.0.0.1:0 \
+    setsid target/debug/tcred-huawei-sim --config "$WORLD" --listen 127.0.0.1:0 \
       >"$STATE/simulator.out" 2>>"$STATE/simulator.log" </dev/null &
     echo $! >"$STATE/simulator.pid"
     for _ in $(seq 1 50); do [[ -s "$STATE/simulator.out" ]] && break; sleep 0.1; done
@@ -59,8 +65,8 @@ up() {
   log "an access key Secret, a CredentialSource and a TemporaryCredential in namespace $NS"
   kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl -n "$NS" create secret generic corp-ak \
-    --from-literal=accessKeyId=HPUACIBOT00000000001 \
-    --from-literal=secretAccessKey=CiBotSecretKey0123456789abcdefghijABCDEF \
+    --from-literal=accessKeyId="$(world accessKeyId)" \
+    --from-literal=secretAccessKey="$(world secretAccessKey)" \
     --dry-run=client -o yaml \
     | kubectl label --local -f - -o yaml tcred.dev/source-kind=CredentialSource tcred.dev/source-name=corp \
     | kubectl apply -f - >/dev/null
@@ -80,7 +86,7 @@ kind: TemporaryCredential
 metadata: {name: billing, namespace: $NS}
 spec:
   sourceRef: {name: corp}
-  agencyUrn: "iam::0123456789abcdef0123456789abcdef:agency:ops"
+  agencyUrn: "iam::$(world id):agency:ops"
   duration: 1h
   secret: {name: billing-creds}
 EOF

@@ -755,11 +755,14 @@ async fn web_identity_never_sends_a_token_the_api_server_accepts() {
             "trustedOidc": [{"provider": provider, "subjects": [format!("system:serviceaccount:{}:*", a.attacker)],
                              "audiences": [issuer, "sts.huaweicloud"]}],
         }));
-    config["oidcProviders"] = json!([{
-        "urn": provider, "issuer": issuer,
-        "jwksUri": format!("{}/openid/v1/jwks", apiserver_url()),
-        "caFile": cluster_dir().join("pki/ca.crt").display().to_string(),
-    }]);
+    config["oidcProviders"]
+        .as_array_mut()
+        .expect("oidcProviders")
+        .push(json!({
+            "urn": provider, "issuer": issuer,
+            "jwksUri": format!("{}/openid/v1/jwks", apiserver_url()),
+            "caFile": cluster_dir().join("pki/ca.crt").display().to_string(),
+        }));
     let hostile = Simulator::start(&config).await;
     let sas = Api::<ServiceAccount>::namespaced(a.admin.clone(), &a.attacker);
     for (sa, opt_in) in [("named-only", None), ("opted-in", Some("*"))] {

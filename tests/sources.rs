@@ -615,12 +615,15 @@ fn web_identity_config(ns: &str) -> serde_json::Value {
                 "audiences": ["sts.huaweicloud"],
             }],
         }));
-    config["oidcProviders"] = json!([{
-        "urn": provider,
-        "issuer": apiserver_url(),
-        "jwksUri": format!("{}/openid/v1/jwks", apiserver_url()),
-        "caFile": cluster_dir().join("pki/ca.crt").display().to_string(),
-    }]);
+    config["oidcProviders"]
+        .as_array_mut()
+        .expect("oidcProviders")
+        .push(json!({
+            "urn": provider,
+            "issuer": apiserver_url(),
+            "jwksUri": format!("{}/openid/v1/jwks", apiserver_url()),
+            "caFile": cluster_dir().join("pki/ca.crt").display().to_string(),
+        }));
     config
 }
 

@@ -285,6 +285,46 @@ pub fn secret_text(s: &Secret, key: &str) -> String {
 
 // === The Huawei Cloud simulator ===
 
+/// The simulator binary: `$TCRED_SIM_BIN` when set (as for `conformance/`), else the workspace's
+/// `tcred-huawei-sim` package built with cargo, once per test process. The simulator is its own
+/// package (`sim/`), so cargo does not build it for this package's tests the way it builds `tcred`
+/// (`CARGO_BIN_EXE_*` names only a package's own binaries); the build is a no-op when it is fresh.
+pub fn simulator_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("TCRED_SIM_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_simulator(),
+    })
+}
+
+fn build_simulator() -> PathBuf {
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "tcred-huawei-sim",
+            "--bin",
+            "tcred-huawei-sim",
+        ])
+        .args(["--message-format", "json-render-diagnostics"])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build for the simulator");
+    assert!(
+        out.status.success(),
+        "cargo build --package tcred-huawei-sim failed"
+    );
+    // The last compiler-artifact message for the binary names the executable.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "tcred-huawei-sim")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo build reported the simulator's executable")
+}
+
 /// A simulator process with a config; killed on drop.
 pub struct Simulator {
     child: Child,
@@ -293,29 +333,28 @@ pub struct Simulator {
     _dir: tempfile::TempDir,
 }
 
-/// The default simulator world: one account with agency `ops` (12 h max) trusting `ci-bot`,
-/// permission set ReadOnlyAccess for Identity Center user alice.
+/// The test world every simulator starts with (`sim/fixtures/world.yaml`: one account with
+/// agencies `ops` (12 h max) and `readonly` trusting `ci-bot`, permission set ReadOnlyAccess for
+/// Identity Center user alice, ...), as JSON for tests to adjust before [`Simulator::start`].
 pub fn default_sim_config() -> Value {
-    json!({
-        "accounts": [{
-            "id": ACCOUNT,
-            "name": "prod",
-            "agencies": [
-                {"name": AGENCY, "maxSessionSeconds": 43200, "trustedUsers": ["ci-bot"]},
-                {"name": "readonly", "maxSessionSeconds": 3600, "trustedUsers": ["ci-bot"]},
-            ],
-            "permissionSets": [
-                {"name": "ReadOnlyAccess", "agencyName": "IdentityCenter-ReadOnlyAccess", "sessionSeconds": 3600},
-                {"name": "AdminAccess", "agencyName": "IdentityCenter-AdminAccess", "sessionSeconds": 3600},
-            ],
-        }],
-        "users": [{"name": "ci-bot", "accountId": ACCOUNT, "accessKeyId": CI_BOT_AK, "secretAccessKey": CI_BOT_SK}],
-        "identityCenter": {
-            "startUrls": ["https://idcenter.example.com/d-1234567890/portal"],
-            "users": [{"name": "alice", "assignments": [{"accountId": ACCOUNT, "permissionSet": "ReadOnlyAccess"}]}],
-            "pollIntervalSeconds": 1,
-        },
-    })
+    let world: Value = serde_saphyr::from_str(include_str!("../../sim/fixtures/world.yaml"))
+        .expect("sim/fixtures/world.yaml is YAML");
+    // The names the tests use as constants are the fixture's.
+    assert_eq!(world["accounts"][0]["id"], ACCOUNT, "fixture account");
+    assert_eq!(world["users"][0]["accessKeyId"], CI_BOT_AK, "fixture user");
+    assert_eq!(world["users"][0]["secretAccessKey"], CI_BOT_SK, "fixture user");
+    assert_eq!(
+        world["identityCenter"]["startUrls"][0], START_URL,
+        "fixture start URL"
+    );
+    let agencies = world["accounts"][0]["agencies"]
+        .as_array()
+        .expect("fixture agencies");
+    assert!(
+        agencies.iter().any(|a| a["name"] == AGENCY),
+        "fixture agency {AGENCY}"
+    );
+    world
 }
 
 impl Simulator {
@@ -825,7 +864,7 @@ impl Simulator {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sim.yaml");
         std::fs::write(&path, serde_saphyr::to_string(config).expect("yaml")).expect("write sim config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcred-huawei-sim"))
+        let mut child = Command::new(simulator_binary())
             .args(["--config", path.to_str().expect("path"), "--listen", listen])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,5 +1,6 @@
-//! The Huawei error envelope (`{"error_code","error_msg","request_id"}` + `X-Request-Id`, reference
-//! §2.3) and the error codes the simulator answers with.
+//! The Huawei error envelope (`{"error_code","error_msg","request_id"}` + `X-Request-Id`,
+//! docs/simulator.md#error-envelope) and the error codes the simulator answers with
+//! (docs/simulator.md#error-codes).
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,78 +1,25 @@
 //! The layer around every OIDC, portal and STS route: names the operation, injects faults
 //! (latency, 429 throttling, 500/503 errors), stamps `X-Request-Id`, and feeds the counters and
-//! the event log; applies hostile mode (see `hostile.rs`) and records what clients sent.
+//! the event log; applies hostile mode (see `hostile.rs`) and records what clients sent. The
+//! operations it names are `operation.rs`'s.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, X_REQUEST_ID, code, new_request_id};
 use crate::hostile::{Hostile, Received, drip, huge_body};
-use crate::state::{FaultScope, Knobs, SharedSim, lock};
+use crate::lock::lock;
+use crate::operation::Operation;
+use crate::state::{FaultScope, Knobs, SharedSim};
 
 /// Response extension a handler attaches when it issued credentials for an agency URN.
 #[derive(Debug, Clone)]
 pub struct Minted(pub String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    RegisterClient,
-    StartDeviceAuthorization,
-    CreateToken,
-    ListAccounts,
-    ListAccountAgencies,
-    GetAgencyCredentials,
-    Logout,
-    AssumeAgency,
-    AssumeAgencyWithOidc,
-    GetCallerIdentity,
-    Unknown,
-}
-
-impl Operation {
-    pub fn of(method: &Method, path: &str) -> Self {
-        match (method.as_str(), path) {
-            ("POST", "/v1/clients") => Self::RegisterClient,
-            ("POST", "/v1/device/authorize") => Self::StartDeviceAuthorization,
-            ("POST", "/v1/tokens") => Self::CreateToken,
-            ("GET", "/v1/assigned-accounts") => Self::ListAccounts,
-            ("GET", "/v1/assigned-agencies") => Self::ListAccountAgencies,
-            ("GET", "/v1/credentials") => Self::GetAgencyCredentials,
-            ("POST", "/v1/logout") => Self::Logout,
-            ("POST", "/v5/agencies/assume") => Self::AssumeAgency,
-            ("POST", "/v5/agencies/assume-with-oidc") => Self::AssumeAgencyWithOidc,
-            ("GET", "/v5/caller-identity") => Self::GetCallerIdentity,
-            _ => Self::Unknown,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RegisterClient => "RegisterClient",
-            Self::StartDeviceAuthorization => "StartDeviceAuthorization",
-            Self::CreateToken => "CreateToken",
-            Self::ListAccounts => "ListAccounts",
-            Self::ListAccountAgencies => "ListAccountAgencies",
-            Self::GetAgencyCredentials => "GetAgencyCredentials",
-            Self::Logout => "Logout",
-            Self::AssumeAgency => "AssumeAgency",
-            Self::AssumeAgencyWithOidc => "AssumeAgencyWithOIDC",
-            Self::GetCallerIdentity => "GetCallerIdentity",
-            Self::Unknown => "Unknown",
-        }
-    }
-
-    pub fn is_mint(self) -> bool {
-        matches!(
-            self,
-            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials
-        )
-    }
-}
 
 /// What the fault knobs decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,19 +235,5 @@ mod tests {
         assert!((0..5).all(|_| decide(&mut k) == Fault::None));
         let mut k = knobs(0.1, 0.0);
         assert_eq!((0..100).filter(|_| decide(&mut k) != Fault::None).count(), 10);
-    }
-
-    #[test]
-    fn operations_by_route() {
-        assert_eq!(
-            Operation::of(&Method::POST, "/v5/agencies/assume"),
-            Operation::AssumeAgency
-        );
-        assert_eq!(
-            Operation::of(&Method::GET, "/v5/agencies/assume"),
-            Operation::Unknown
-        );
-        assert!(Operation::GetAgencyCredentials.is_mint());
-        assert!(!Operation::CreateToken.is_mint());
     }
 }

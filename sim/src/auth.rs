@@ -1,16 +1,19 @@
-//! SDK-HMAC-SHA256 verification of a received request (reference §8): recompute the canonical
-//! request from what arrived on the wire (method, raw path, query, the declared signed headers
-//! including the received `Host`, body hash) with the signer in `tcred::cloud::signer`, and compare.
+//! SDK-HMAC-SHA256 verification of a received request (docs/simulator.md#signatures): recompute the
+//! canonical request from what arrived on the wire (method, raw path, query, the declared signed
+//! headers including the received `Host`, body hash) with the signer in `tcred::cloud::signer`, and
+//! compare.
 
 use axum::http::HeaderMap;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{ApiError, code};
-use crate::state::{Sim, constant_time_eq, lock};
+use crate::lock::lock;
+use crate::state::{Sim, constant_time_eq};
 use tcred::cloud::signer;
 use tcred::sensitive::SecretString;
 
-/// How far `X-Sdk-Date` may be from the simulator's clock (APIG's rule, §2.4).
+/// How far `X-Sdk-Date` may be from the simulator's clock (the API gateway's rule,
+/// docs/simulator.md#signatures).
 pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(15 * 60);
 
 /// Who signed the request.
@@ -171,22 +174,15 @@ fn lookup(sim: &Sim, access_key_id: &str) -> Option<(SecretString, KeyOwner)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::state::Catalog;
+    use crate::testing::{ACCOUNT, CI_BOT_SK as SK, ci_bot, world};
     use axum::http::{HeaderName, HeaderValue};
     use tcred::cloud::signer::{AccessKey, Request, sign};
 
-    const AK: &str = "HPUACIBOT00000000001";
-    const SK: &str = "CiBotSecretKey0123456789abcdefghijABCDEF";
     const HOST: &str = "127.0.0.1:8443";
     const BODY: &[u8] = br#"{"agency_urn": "iam::0123456789abcdef0123456789abcdef:agency:ops-admin", "agency_session_name": "s1"}"#;
 
     fn sim() -> Sim {
-        let cfg = Config::from_yaml(&format!(
-            "users:\n  - {{name: ci-bot, accountId: \"0123456789abcdef0123456789abcdef\", accessKeyId: {AK}, secretAccessKey: {SK}}}\n"
-        ))
-        .unwrap();
-        Sim::new(Catalog::build(cfg).unwrap())
+        crate::testing::sim(world())
     }
 
     /// Signs a POST with the operator's signer, returning (query string, headers) as sent.
@@ -222,11 +218,7 @@ mod tests {
     }
 
     fn user_key() -> AccessKey {
-        AccessKey {
-            id: AK.into(),
-            secret: SK.into(),
-            security_token: None,
-        }
+        ci_bot()
     }
 
     #[test]
@@ -243,7 +235,7 @@ mod tests {
             caller,
             Caller::User {
                 name: "ci-bot".into(),
-                account_id: "0123456789abcdef0123456789abcdef".into()
+                account_id: ACCOUNT.into()
             }
         );
     }
@@ -313,7 +305,7 @@ mod tests {
     fn temporary_keys_need_their_token_and_must_not_be_expired() {
         let sim = sim();
         let now = Timestamp::now();
-        let issued = sim.issue_key("0123456789abcdef0123456789abcdef", "ops-admin", "s1", 900, now);
+        let issued = sim.issue_key(ACCOUNT, "ops-admin", "s1", 900, now);
         let key = AccessKey {
             id: issued.access_key_id.clone(),
             secret: issued.secret_access_key.clone(),

@@ -8,11 +8,15 @@ mod control;
 mod error;
 mod hostile;
 mod jwt;
+mod lock;
 mod middleware;
 mod oidc;
+mod operation;
 mod portal;
 mod state;
 mod sts;
+#[cfg(test)]
+mod testing;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -184,58 +188,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 mod http_tests {
     //! The whole app on a real socket, driven with reqwest and our own signer.
     use super::*;
-    use crate::jwt::tests::{EC_PKCS8_B64, EC_X, EC_Y, ISSUER, claims, sign_with};
+    use crate::jwt::tests::{EC_PKCS8_B64, claims, sign_with};
+    use crate::testing::{ACCOUNT as ACCT, AGENCY, KID, PROVIDER, START_URL, ci_bot, world};
     use serde_json::{Value, json};
     use tcred::cloud::signer::{AccessKey, Request, sign};
-
-    const ACCT: &str = "0123456789abcdef0123456789abcdef";
-    const AK: &str = "HPUACIBOT00000000001";
-    const SK: &str = "CiBotSecretKey0123456789abcdefghijABCDEF";
-    const AGENCY: &str = "iam::0123456789abcdef0123456789abcdef:agency:ops-admin";
-    const PROVIDER: &str = "iam::0123456789abcdef0123456789abcdef:oidcProvider:k8s";
-    const START_URL: &str = "https://idcenter.example.com/d-1234567890/portal";
-
-    fn config() -> String {
-        format!(
-            r#"
-accounts:
-  - id: "{ACCT}"
-    name: prod
-    agencies:
-      - name: ops-admin
-        maxSessionSeconds: 43200
-        trustedUsers: ["ci-bot"]
-        trustedOidc:
-          - provider: "{PROVIDER}"
-            subjects: ["system:serviceaccount:team-a:*"]
-            audiences: ["sts.huaweicloud"]
-      - name: chained
-        maxSessionSeconds: 43200
-        trustedUsers: ["*"]
-    permissionSets:
-      - name: ReadOnlyAccess
-        agencyName: IdentityCenter-ReadOnlyAccess
-      - name: Admin
-        agencyName: IdentityCenter-Admin
-users:
-  - name: ci-bot
-    accountId: "{ACCT}"
-    accessKeyId: "{AK}"
-    secretAccessKey: "{SK}"
-oidcProviders:
-  - urn: "{PROVIDER}"
-    issuer: "{ISSUER}"
-    jwks: {{keys: [{{kty: EC, crv: P-256, kid: k1, x: "{EC_X}", y: "{EC_Y}"}}]}}
-identityCenter:
-  startUrls: ["{START_URL}"]
-  issueRefreshTokens: true
-  pollIntervalSeconds: 0
-  users:
-    - name: alice
-      assignments: [{{accountId: "{ACCT}", permissionSet: ReadOnlyAccess}}]
-"#
-        )
-    }
 
     struct Harness {
         base: String,
@@ -245,8 +201,11 @@ identityCenter:
 
     async fn start() -> Harness {
         tcred::cloud::http::install_crypto_provider();
-        let cfg = config::Config::from_yaml(&config()).unwrap();
-        let sim = Arc::new(Sim::new(Catalog::build(cfg).unwrap()));
+        // The test world, with refresh tokens and without the device flow's poll interval.
+        let mut cfg = world();
+        cfg.identity_center.issue_refresh_tokens = true;
+        cfg.identity_center.poll_interval_seconds = 0;
+        let sim = Arc::new(crate::testing::sim(cfg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(sim)).await });
@@ -311,11 +270,7 @@ identityCenter:
     }
 
     fn user() -> AccessKey {
-        AccessKey {
-            id: AK.into(),
-            secret: SK.into(),
-            security_token: None,
-        }
+        ci_bot()
     }
 
     fn temp_key(v: &Value) -> AccessKey {
@@ -444,7 +399,7 @@ identityCenter:
         let h = start().await;
         let token = sign_with(
             EC_PKCS8_B64,
-            "k1",
+            KID,
             &claims(
                 "system:serviceaccount:team-a:billing",
                 json!("sts.huaweicloud"),
@@ -460,7 +415,7 @@ identityCenter:
 
         let other_sub = sign_with(
             EC_PKCS8_B64,
-            "k1",
+            KID,
             &claims("system:serviceaccount:team-b:x", json!("sts.huaweicloud"), 600),
         );
         let (status, v) = h.post("/v5/agencies/assume-with-oidc", req(&other_sub)).await;
@@ -468,7 +423,7 @@ identityCenter:
         assert!(v["error_msg"].as_str().unwrap().contains("subject"), "{v}");
         let other_aud = sign_with(
             EC_PKCS8_B64,
-            "k1",
+            KID,
             &claims("system:serviceaccount:team-a:x", json!("other"), 600),
         );
         let (status, v) = h.post("/v5/agencies/assume-with-oidc", req(&other_aud)).await;
@@ -547,7 +502,7 @@ identityCenter:
             .await;
         assert_eq!(status, 200, "{creds}");
         assert!(creds["agency_credentials"]["expiration"].as_i64().unwrap() < 10_000_000_000);
-        let admin = format!("iam::{ACCT}:agency:IdentityCenter-Admin");
+        let admin = format!("iam::{ACCT}:agency:IdentityCenter-AdminAccess");
         let (status, _) = h
             .get(
                 &format!("/v1/credentials?target_account_id={ACCT}&agency_urn={admin}"),
@@ -646,7 +601,7 @@ identityCenter:
         assert_eq!(status, 200);
         let token = sign_with(
             EC_PKCS8_B64,
-            "k1",
+            KID,
             &claims(
                 "system:serviceaccount:team-a:billing",
                 json!("sts.huaweicloud"),

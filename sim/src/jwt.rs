@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::OidcProvider;
-use crate::state::lock;
+use crate::lock::lock;
 
 /// Clock-skew allowance for `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 60;

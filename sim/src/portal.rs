@@ -1,5 +1,6 @@
-//! The Identity Center portal API (reference §4): `access-token` authentication, assigned
-//! accounts and agencies with marker paging, GetAgencyCredentials (a mint) and Logout.
+//! The Identity Center portal API (docs/simulator.md#identity-center-portal): `access-token`
+//! authentication, assigned accounts and agencies with marker paging, GetAgencyCredentials (a mint)
+//! and Logout.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -11,8 +12,9 @@ use serde_json::{Value, json};
 
 use crate::config::ExpirationUnit;
 use crate::error::{ApiError, code};
+use crate::lock::lock;
 use crate::middleware::Minted;
-use crate::state::{SharedSim, Sim, lock};
+use crate::state::{SharedSim, Sim};
 use tcred::cloud::signer::parse_query;
 
 pub const DEFAULT_LIMIT: usize = 200;

@@ -1,6 +1,6 @@
-//! The Identity Center OIDC service (reference §3): RegisterClient, StartDeviceAuthorization and
-//! CreateToken with the device-code grant (RFC 8628 polling errors) and, when enabled, a rotating
-//! refresh-token grant.
+//! The Identity Center OIDC service (docs/simulator.md#identity-center-oidc): RegisterClient,
+//! StartDeviceAuthorization and CreateToken with the device-code grant (RFC 8628 polling errors)
+//! and, when enabled, a rotating refresh-token grant.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, code};
+use crate::lock::lock;
 use crate::state::{
-    Device, DeviceStatus, IcState, OidcClient, RefreshGrant, Session, SharedSim, constant_time_eq, lock,
+    Device, DeviceStatus, IcState, OidcClient, RefreshGrant, Session, SharedSim, constant_time_eq,
     new_bearer_token, new_user_code, random_lower_alnum,
 };
 use crate::sts::parse_body;

@@ -1,5 +1,5 @@
-//! STS v5 (reference §6): AssumeAgency (signed), AssumeAgencyWithOIDC (JWT in the body) and
-//! GetCallerIdentity (signed), with Huawei's duration, chaining and trust rules.
+//! STS v5 (docs/simulator.md#sts): AssumeAgency (signed), AssumeAgencyWithOIDC (JWT in the body)
+//! and GetCallerIdentity (signed), with Huawei's duration, chaining and trust rules.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -68,7 +68,8 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiErr
     value.as_deref().ok_or_else(|| bad(format!("{name} is required")))
 }
 
-/// Five colon-separated segments, the second possibly empty (reference §6.1 pattern).
+/// Huawei's URN pattern: five colon-separated segments, the second possibly empty
+/// (docs/simulator.md#sts).
 pub fn valid_urn(urn: &str) -> bool {
     let parts: Vec<&str> = urn.splitn(5, ':').collect();
     let class = |s: &str, star: bool| {

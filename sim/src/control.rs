@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::hostile::{Hostile, Received};
-use crate::state::{DeviceStatus, FaultScope, Faults, SharedSim, lock};
+use crate::lock::lock;
+use crate::state::{DeviceStatus, FaultScope, Faults, SharedSim};
 
 /// Control errors are plain `{"error": "..."}`; they are for test code, not for SDKs.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -131,7 +131,8 @@ pub struct Assignment {
     pub permission_set: String,
 }
 
-/// Unit of the portal's `agency_credentials.expiration` (the real one is undocumented, §2.6).
+/// Unit of the portal's `agency_credentials.expiration` (Huawei documents no unit,
+/// docs/simulator.md#time-fields).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpirationUnit {
@@ -338,50 +339,37 @@ fn is_agency_name(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const FULL: &str = r#"
-accounts:
-  - id: "0123456789abcdef0123456789abcdef"
-    name: prod
-    agencies:
-      - name: ops-admin
-        maxSessionSeconds: 43200
-        trustedUsers: ["ci-bot"]
-        trustedOidc:
-          - provider: "iam::0123456789abcdef0123456789abcdef:oidcProvider:k8s"
-            subjects: ["system:serviceaccount:team-a:*"]
-            audiences: ["sts.huaweicloud"]
-    permissionSets:
-      - name: ReadOnlyAccess
-        agencyName: IdentityCenter-ReadOnlyAccess
-users:
-  - name: ci-bot
-    accountId: "0123456789abcdef0123456789abcdef"
-    accessKeyId: "HPUACIBOT00000000001"
-    secretAccessKey: "CiBotSecretKey0123456789abcdefghijABCDEF"
-oidcProviders:
-  - urn: "iam::0123456789abcdef0123456789abcdef:oidcProvider:k8s"
-    issuer: "https://127.0.0.1:6443"
-    jwks: {keys: []}
-identityCenter:
-  startUrls: ["https://idcenter.example.com/d-1234567890/portal"]
-  users:
-    - name: alice
-      assignments: [{accountId: "0123456789abcdef0123456789abcdef", permissionSet: ReadOnlyAccess}]
-  portalExpirationUnit: milliseconds
-"#;
+    use crate::testing::{WORLD, world_with};
 
     #[test]
-    fn parses_the_documented_example_with_defaults() {
-        let cfg = Config::from_yaml(FULL).unwrap();
+    fn parses_the_test_world_with_defaults() {
+        let cfg = Config::from_yaml(WORLD).unwrap();
         assert_eq!(cfg.accounts[0].agencies[0].max_session_seconds, 43_200);
         assert_eq!(cfg.accounts[0].permission_sets[0].session_seconds, 3600);
         assert_eq!(cfg.identity_center.access_token_seconds, 28_800);
-        assert_eq!(cfg.identity_center.poll_interval_seconds, 5);
+        assert_eq!(cfg.identity_center.device_code_seconds, 600);
         assert_eq!(
             cfg.identity_center.portal_expiration_unit,
-            ExpirationUnit::Milliseconds
+            ExpirationUnit::Seconds
         );
         assert!(!cfg.identity_center.issue_refresh_tokens);
+        let minimal = "accounts: [{id: \"0123456789abcdef0123456789abcdef\", name: a,\n  \
+                       agencies: [{name: x}], permissionSets: [{name: p, agencyName: y}]}]";
+        let cfg = Config::from_yaml(minimal).unwrap();
+        assert_eq!(cfg.accounts[0].agencies[0].max_session_seconds, 3600);
+        assert_eq!(cfg.accounts[0].permission_sets[0].session_seconds, 3600);
+        assert_eq!(cfg.identity_center.poll_interval_seconds, 5);
+        let ms = world_with(
+            "  pollIntervalSeconds: 1\n",
+            "  portalExpirationUnit: milliseconds\n",
+        );
+        assert_eq!(
+            Config::from_yaml(&ms)
+                .unwrap()
+                .identity_center
+                .portal_expiration_unit,
+            ExpirationUnit::Milliseconds
+        );
     }
 
     #[test]
@@ -396,19 +384,19 @@ identityCenter:
     fn unknown_keys_are_rejected_by_name() {
         let err = Config::from_yaml("acounts: []").unwrap_err();
         assert!(err.contains("unknown field `acounts`"), "{err}");
-        let err = Config::from_yaml(&FULL.replace("maxSessionSeconds", "maxSession")).unwrap_err();
+        let err = Config::from_yaml(&world_with("maxSessionSeconds", "maxSession")).unwrap_err();
         assert!(err.contains("maxSession"), "{err}");
     }
 
     #[test]
     fn cross_references_and_ranges_are_checked() {
-        let bad_ps = FULL.replace("permissionSet: ReadOnlyAccess", "permissionSet: Nope");
+        let bad_ps = world_with("permissionSet: ReadOnlyAccess", "permissionSet: Nope");
         assert!(
             Config::from_yaml(&bad_ps)
                 .unwrap_err()
                 .contains("no permission set Nope")
         );
-        let bad_provider = FULL.replace(
+        let bad_provider = world_with(
             "oidcProvider:k8s\"\n            subjects",
             "oidcProvider:other\"\n            subjects",
         );
@@ -417,20 +405,17 @@ identityCenter:
                 .unwrap_err()
                 .contains("not in oidcProviders")
         );
-        let bad_max = FULL.replace("maxSessionSeconds: 43200", "maxSessionSeconds: 60");
+        let bad_max = world_with("maxSessionSeconds: 43200", "maxSessionSeconds: 60");
         assert!(Config::from_yaml(&bad_max).unwrap_err().contains("3600..43200"));
-        let bad_id = FULL.replace("- id: \"0123456789abcdef0123456789abcdef\"", "- id: \"xyz\"");
+        let bad_id = world_with("- id: \"0123456789abcdef0123456789abcdef\"", "- id: \"xyz\"");
         assert!(Config::from_yaml(&bad_id).unwrap_err().contains("32 hex"));
-        let both_jwks = FULL.replace(
-            "jwks: {keys: []}",
-            "jwks: {keys: []}\n    jwksUri: https://x/jwks",
-        );
+        let both_jwks = world_with("    jwks:\n", "    jwksUri: https://x/jwks\n    jwks:\n");
         assert!(Config::from_yaml(&both_jwks).unwrap_err().contains("exactly one"));
     }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let cfg = Config::from_yaml(FULL).unwrap();
+        let cfg = Config::from_yaml(WORLD).unwrap();
         assert!(!format!("{cfg:?}").contains("CiBotSecretKey"));
     }
 }

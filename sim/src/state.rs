@@ -6,7 +6,7 @@
 //! `.await`, so a slow request (injected latency, a JWKS fetch) never blocks the others.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
@@ -17,13 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ExpirationUnit};
 use crate::hostile::{Hostile, Received};
 use crate::jwt::Provider;
+use crate::lock::lock;
 use tcred::sensitive::SecretString;
-
-/// Poisoning only means another request panicked mid-update; the maps stay usable, so carry on
-/// rather than turning one bug into a dead simulator.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 pub fn agency_urn(account_id: &str, agency_name: &str) -> String {
     format!("iam::{account_id}:agency:{agency_name}")

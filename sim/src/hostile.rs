@@ -17,7 +17,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::middleware::Operation;
+use crate::operation::Operation;
 
 /// Operations hostile mode applies to when none are named.
 pub const DEFAULT_OPERATIONS: [&str; 4] = [

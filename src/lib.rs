@@ -13,3 +13,4 @@ pub mod sensitive;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;

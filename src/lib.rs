@@ -14,3 +14,4 @@ pub mod sensitive;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod webhook;

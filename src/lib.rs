@@ -14,4 +14,5 @@ pub mod sensitive;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

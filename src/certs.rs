@@ -242,6 +242,52 @@ pub fn bundle(s: &Stored) -> String {
         .join("")
 }
 
+/// Flags of the generated certificates (flattened into the controller's arguments through
+/// [`crate::webhook::WebhookArgs`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct CertArgs {
+    /// Generate and rotate the pod-identity CA and serving certificate (the leader does), for when
+    /// cert-manager is not installed.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, env = "TCRED_MANAGE_CERTIFICATES")]
+    pub manage_certificates: bool,
+    /// Secret (in the controller's namespace) holding the CA; only the controller reads it.
+    #[arg(long, default_value = "tcred-ca", env = "TCRED_CA_SECRET")]
+    pub ca_secret: String,
+    /// `kubernetes.io/tls` Secret (in the controller's namespace) with the serving certificate
+    /// and `ca.crt`.
+    #[arg(long, default_value = "tcred-tls", env = "TCRED_TLS_SECRET")]
+    pub tls_secret: String,
+    /// DNS names of the serving certificate (comma-separated), e.g. the credentials and webhook
+    /// Services' `<name>.<namespace>.svc`.
+    #[arg(long, value_delimiter = ',', env = "TCRED_CERTIFICATE_DNS_NAMES")]
+    pub certificate_dns_names: Vec<String>,
+    /// MutatingWebhookConfiguration whose `caBundle` is kept equal to the CA bundle.
+    #[arg(long, env = "TCRED_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
+}
+
+impl CertArgs {
+    /// The configuration for `namespace`, or `None` when certificates are not managed.
+    pub fn config(&self, namespace: &str) -> Option<CertConfig> {
+        if !self.manage_certificates {
+            return None;
+        }
+        Some(CertConfig {
+            namespace: namespace.to_owned(),
+            ca_secret: self.ca_secret.clone(),
+            tls_secret: self.tls_secret.clone(),
+            dns_names: self
+                .certificate_dns_names
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            webhook_configuration: self.webhook_configuration.clone().filter(|n| !n.is_empty()),
+            policy: Policy::default(),
+        })
+    }
+}
+
 /// Where the certificates live and what they are for.
 #[derive(Clone, Debug)]
 pub struct CertConfig {

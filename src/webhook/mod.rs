@@ -10,7 +10,7 @@
 
 pub mod mutate;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use axum::{
     Json, Router,
@@ -21,13 +21,17 @@ use axum::{
     routing::post,
 };
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::{
-    DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+use kube::{
+    Client,
+    core::{
+        DynamicObject,
+        admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    },
 };
 use tracing::{info, warn};
 
 pub use self::mutate::Injection;
+use crate::tls::{self, Limits, TlsFiles};
 
 /// The webhook's path.
 pub const PATH: &str = "/mutate-pods";
@@ -48,6 +52,78 @@ pub struct WebhookArgs {
     /// Port of the node agent the injected URI points at.
     #[arg(long, default_value_t = 8182, env = "TCRED_WEBHOOK_AGENT_PORT")]
     pub webhook_agent_port: u16,
+    /// Serving certificate chain (PEM) of the webhook; re-read when it changes.
+    #[arg(
+        long,
+        default_value = "/etc/tcred/tls/tls.crt",
+        env = "TCRED_WEBHOOK_TLS_CERT_FILE"
+    )]
+    pub webhook_tls_cert_file: PathBuf,
+    /// Private key (PEM) of the webhook's certificate; re-read when it changes.
+    #[arg(
+        long,
+        default_value = "/etc/tcred/tls/tls.key",
+        env = "TCRED_WEBHOOK_TLS_KEY_FILE"
+    )]
+    pub webhook_tls_key_file: PathBuf,
+    #[command(flatten)]
+    pub certificates: crate::certs::CertArgs,
+}
+
+/// How often the leader checks the generated certificates.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
+/// How long the webhook waits for its certificate files to appear (a Secret the leader has not
+/// written yet, mounted as optional) before it tries again.
+const FILES_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the webhook's TLS server when `--webhook-address` is set (every replica). Until the
+/// certificate files are usable (they may be written by the leader after start) it retries.
+pub fn spawn(args: &WebhookArgs) {
+    let Some(addr) = args.webhook_address else {
+        return;
+    };
+    let files = TlsFiles {
+        cert: args.webhook_tls_cert_file.clone(),
+        key: args.webhook_tls_key_file.clone(),
+    };
+    let app = router(args.injection());
+    tokio::spawn(async move {
+        loop {
+            match tls::bind(
+                addr,
+                files.clone(),
+                app.clone(),
+                Limits::default(),
+                std::future::pending(),
+            )
+            .await
+            {
+                Ok((bound, serve)) => {
+                    info!(addr = %bound, path = PATH, "serving the pod-identity webhook");
+                    serve.await;
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "the pod-identity webhook cannot start yet; retrying");
+                    tokio::time::sleep(FILES_RETRY).await;
+                }
+            }
+        }
+    });
+}
+
+/// Starts the certificate loop when `--manage-certificates` is on (the leader calls it).
+pub fn spawn_certificates(args: &WebhookArgs, client: Client, namespace: &str) {
+    let Some(config) = args.certificates.config(namespace) else {
+        return;
+    };
+    info!(namespace, secret = %config.tls_secret, "managing the pod-identity certificates");
+    tokio::spawn(crate::certs::run(
+        client,
+        config,
+        CERTIFICATE_CHECK,
+        std::future::pending(),
+    ));
 }
 
 impl WebhookArgs {

@@ -279,27 +279,37 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// Binds, then serves until `stop` resolves; housekeeping runs alongside.
-pub async fn serve(
+/// Binds `config.listen` and returns the bound address, the agent (for its cache and metrics) and
+/// the serving future, which runs until `stop` resolves; housekeeping runs alongside.
+pub async fn bind(
     config: Config,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) -> Result<
+    (
+        SocketAddr,
+        Arc<Agent>,
+        impl std::future::Future<Output = Result<(), Error>>,
+    ),
+    Error,
+> {
     let agent = Agent::new(&config);
     let listener = TcpListener::bind(config.listen).await?;
-    info!(addr = %listener.local_addr()?, upstream = %config.upstream.base, "serving credentials to pods on this node");
+    let addr = listener.local_addr()?;
     let keeper = agent.clone();
-    let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HOUSEKEEPING);
-        loop {
-            tick.tick().await;
-            keeper.housekeeping();
-        }
-    });
-    let served = axum::serve(listener, router(agent))
-        .with_graceful_shutdown(stop)
-        .await;
-    housekeeping.abort();
-    Ok(served?)
+    let app = router(agent.clone());
+    let serve = async move {
+        let housekeeping = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING);
+            loop {
+                tick.tick().await;
+                keeper.housekeeping();
+            }
+        });
+        let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+        housekeeping.abort();
+        Ok(served?)
+    };
+    Ok((addr, agent, serve))
 }
 
 async fn signalled() {
@@ -317,7 +327,10 @@ async fn signalled() {
 /// `tcred agent`.
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let config = Config::try_from(args)?;
-    serve(config, signalled()).await
+    let upstream = config.upstream.base.clone();
+    let (addr, _, serve) = bind(config, signalled()).await?;
+    info!(%addr, %upstream, "serving credentials to pods on this node");
+    serve.await
 }
 
 #[cfg(test)]

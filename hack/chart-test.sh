@@ -15,6 +15,9 @@
 #      rbac.webIdentity / rbac.rolloutRestarts on, exactly their rights appear
 #   6. helm uninstall: the Deployment and RBAC are gone, the CRDs remain
 #   7. a namespace-scoped install (watchNamespace): the RBAC shape and effective permissions
+#   8. pod identity (podIdentity.enabled): lint, the defaults render unchanged with it off, the
+#      cert-manager variant, and an install whose DaemonSet, Services, webhook configuration and
+#      RBAC are checked on the API server
 #
 # Each run uses its own release names and namespaces and removes them on exit. The tcred CRDs are
 # shared with other tests running at the same time: this script updates them (with identical
@@ -42,6 +45,8 @@ REL_SCOPED=tcred-cts-$RUN    # namespace-scoped release
 NS_SCOPED=tcred-cts-$RUN
 NS_WATCHED=tcred-ctw-$RUN    # the namespace the scoped release watches
 NS_SOURCES=tcred-ctx-$RUN    # where a ClusterCredentialSource's Secret lives
+REL_PI=tcred-ctp-$RUN        # pod identity release (its agent runs on the host network)
+NS_PI=tcred-ctp-$RUN
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tcred-chart-test.XXXXXX")
 START=$SECONDS
 PASSED=0 FAILED=0
@@ -79,11 +84,13 @@ cleanup() {
   set +e
   "$HELM" uninstall "$REL" -n "$NS" >/dev/null 2>&1
   "$HELM" uninstall "$REL_SCOPED" -n "$NS_SCOPED" >/dev/null 2>&1
+  "$HELM" uninstall "$REL_PI" -n "$NS_PI" >/dev/null 2>&1
   # cluster-scoped leftovers of a run that stopped half-way (never the tcred CRDs)
   k delete clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding \
-    -l "app.kubernetes.io/instance in ($REL,$REL_SCOPED)" --ignore-not-found >/dev/null 2>&1
+    -l "app.kubernetes.io/instance in ($REL,$REL_SCOPED,$REL_PI)" --ignore-not-found >/dev/null 2>&1
+  k delete mutatingwebhookconfiguration -l "app.kubernetes.io/instance=$REL_PI" --ignore-not-found >/dev/null 2>&1
   k delete clustercredentialsource "$REL-nobody" --ignore-not-found >/dev/null 2>&1
-  k delete namespace "$NS" "$NS_SCOPED" "$NS_WATCHED" "$NS_SOURCES" --ignore-not-found --wait=false >/dev/null 2>&1
+  k delete namespace "$NS" "$NS_SCOPED" "$NS_WATCHED" "$NS_SOURCES" "$NS_PI" --ignore-not-found --wait=false >/dev/null 2>&1
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -387,6 +394,81 @@ check "no PodDisruptionBudget with one replica" gone "pdb/$REL_SCOPED" -n "$NS_S
 "$HELM" uninstall "$REL_SCOPED" -n "$NS_SCOPED" >/dev/null
 check "uninstalled: Role and ClusterRole gone" bash -c \
   "! '$KUBECTL' get role '$REL_SCOPED' -n '$NS_WATCHED' 2>/dev/null && ! '$KUBECTL' get clusterrole '$REL_SCOPED-cluster' 2>/dev/null"
+
+# --- 8. pod identity -------------------------------------------------------------------------------
+
+step "pod identity (podIdentity.enabled)"
+PI=podIdentity.enabled=true,podIdentity.certManager.enabled=false
+check "lint: podIdentity on (tcred's certificates), with the NetworkPolicy" \
+  "$HELM" lint --strict "$CHART" --set "$PI,networkPolicy.enabled=true"
+check "lint: podIdentity on with cert-manager" "$HELM" lint --strict "$CHART" --set podIdentity.enabled=true,podIdentity.certManager.enabled=true
+check "a bad failurePolicy is refused (schema)" bash -c "! '$HELM' template x '$CHART' --set podIdentity.enabled=true,podIdentity.webhook.failurePolicy=Maybe"
+"$HELM" template "$REL" "$CHART" -n "$NS" >"$WORK/default.yaml"
+"$HELM" template "$REL" "$CHART" -n "$NS" --set podIdentity.enabled=false >"$WORK/pi-off.yaml"
+check "podIdentity off renders exactly the defaults" diff "$WORK/default.yaml" "$WORK/pi-off.yaml"
+check "the defaults render no pod-identity object, port, flag or volume" bash -c \
+  "! grep -Eq 'pod-identity|kind: (MutatingWebhookConfiguration|DaemonSet)|TCRED_WEBHOOK|TCRED_CREDENTIALS_ENDPOINT|https-creds|/etc/tcred/tls' '$WORK/default.yaml'"
+"$HELM" template "$REL_PI" "$CHART" -n "$NS_PI" --set podIdentity.enabled=true,podIdentity.certManager.enabled=true >"$WORK/pi-cm.yaml"
+check "cert-manager: Issuers and Certificates, CA injection, tcred does not manage certificates" python3 - "$WORK/pi-cm.yaml" "$REL_PI" "$NS_PI" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rel, ns = sys.argv[2], sys.argv[3]
+kinds = sorted(d["kind"] for d in docs if d["apiVersion"] == "cert-manager.io/v1")
+assert kinds == ["Certificate", "Certificate", "Issuer", "Issuer"], kinds
+serving = next(d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] == f"{rel}-serving")
+assert serving["spec"]["secretName"] == f"{rel}-tls"
+assert serving["spec"]["dnsNames"] == [f"{rel}-credentials.{ns}.svc", f"{rel}-webhook.{ns}.svc"], serving
+mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{ns}/{rel}-serving"
+dep = next(d for d in docs if d["kind"] == "Deployment")
+env = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert "TCRED_MANAGE_CERTIFICATES" not in env and "TCRED_WEBHOOK_ADDRESS" in env, env
+assert not any(d["kind"] == "Role" and d["metadata"]["name"].endswith("-certificates") for d in docs)
+EOF
+"$HELM" template "$REL_PI" "$CHART" -n "$NS_PI" --set "$PI,crds.enabled=false" >"$WORK/pi.yaml"
+k create namespace "$NS_PI" >/dev/null
+# The agent runs on the host network: the namespace allows it (Pod Security "privileged").
+k label namespace "$NS_PI" pod-security.kubernetes.io/enforce=privileged >/dev/null
+check "podIdentity: $(grep -c '^kind:' "$WORK/pi.yaml") objects accepted server-side" dry_run "$WORK/pi.yaml"
+"$HELM" install "$REL_PI" "$CHART" -n "$NS_PI" --set "$PI,crds.enabled=false" >"$WORK/install-pi.out"
+pass "installed $REL_PI with podIdentity"
+DS=daemonset/$REL_PI-agent
+check "agent: host network, ClusterFirstWithHostNet, no ServiceAccount token" equals \
+  "$(jp "$DS" "$NS_PI" '{.spec.template.spec.hostNetwork} {.spec.template.spec.dnsPolicy} {.spec.template.spec.automountServiceAccountToken}')" \
+  "true ClusterFirstWithHostNet false"
+check "agent: listens on the node IP (downward API) port 8182" equals \
+  "$(jp "$DS" "$NS_PI" '{.spec.template.spec.containers[0].args} {.spec.template.spec.containers[0].env[?(@.name=="NODE_IP")].valueFrom.fieldRef.fieldPath} {.spec.template.spec.containers[0].ports[0].hostPort}')" \
+  '["agent","--listen=$(NODE_IP)"] status.hostIP 8182'
+check "agent: upstream is the credentials Service over TLS, CA from the serving Secret (ca.crt only, optional)" equals \
+  "$(jp "$DS" "$NS_PI" '{.spec.template.spec.containers[0].env[?(@.name=="TCRED_AGENT_UPSTREAM")].value} {.spec.template.spec.volumes[0].secret.secretName} {.spec.template.spec.volumes[0].secret.items[0].key} {.spec.template.spec.volumes[0].secret.optional}')" \
+  "https://$REL_PI-credentials.$NS_PI.svc:8443 $REL_PI-tls ca.crt true"
+check "agent: non-root, read-only root, drop ALL, seccomp RuntimeDefault" equals \
+  "$(jp "$DS" "$NS_PI" '{.spec.template.spec.securityContext.runAsNonRoot} {.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem} {.spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation} {.spec.template.spec.containers[0].securityContext.capabilities.drop} {.spec.template.spec.securityContext.seccompProfile.type}')" \
+  'true true false ["ALL"] RuntimeDefault'
+check "Services: credentials 8443, webhook 443" equals \
+  "$(jp "service/$REL_PI-credentials" "$NS_PI" '{.spec.ports[0].port}') $(jp "service/$REL_PI-webhook" "$NS_PI" '{.spec.ports[0].port}:{.spec.ports[0].targetPort}')" \
+  "8443 443:https-webhook"
+MWC=mutatingwebhookconfiguration/$REL_PI-pod-identity
+check "webhook: failurePolicy Fail, only labelled pods, CREATE pods, /mutate-pods on the webhook Service" equals \
+  "$(jp "$MWC" "" '{.webhooks[0].failurePolicy} {.webhooks[0].objectSelector.matchExpressions[0].key}:{.webhooks[0].objectSelector.matchExpressions[0].operator} {.webhooks[0].rules[0].operations} {.webhooks[0].clientConfig.service.name}{.webhooks[0].clientConfig.service.path}')" \
+  "Fail tcred.dev/pod-identity:Exists [\"CREATE\"] $REL_PI-webhook/mutate-pods"
+check "webhook: kube-system and the release namespace excluded" equals \
+  "$(jp "$MWC" "" '{.webhooks[0].namespaceSelector.matchExpressions[0].operator} {.webhooks[0].namespaceSelector.matchExpressions[0].values}')" \
+  "NotIn [\"kube-system\",\"$NS_PI\"]"
+check "controller: credentials and webhook ports, TLS Secret mounted (optional), certificates managed" equals \
+  "$(jp "deployment/$REL_PI" "$NS_PI" '{.spec.template.spec.containers[0].ports[1].containerPort} {.spec.template.spec.containers[0].ports[2].containerPort} {.spec.template.spec.volumes[0].secret.secretName} {.spec.template.spec.volumes[0].secret.optional} {.spec.template.spec.containers[0].env[?(@.name=="TCRED_MANAGE_CERTIFICATES")].value}')" \
+  "8443 9443 $REL_PI-tls true true"
+SA=$REL_PI SA_NS=$NS_PI
+check "controller can create TokenReviews" can_i create tokenreviews.authentication.k8s.io
+check "controller can get and patch its own webhook configuration only" bash -c \
+  "'$KUBECTL' auth can-i patch $MWC --as=system:serviceaccount:$SA_NS:$SA && ! '$KUBECTL' auth can-i patch mutatingwebhookconfiguration/other --as=system:serviceaccount:$SA_NS:$SA"
+check "controller can write its certificate Secrets in $NS_PI" bash -c \
+  "'$KUBECTL' auth can-i patch secret/$REL_PI-tls -n $NS_PI --as=system:serviceaccount:$SA_NS:$SA && '$KUBECTL' auth can-i create secrets -n $NS_PI --as=system:serviceaccount:$SA_NS:$SA"
+check "the agent's ServiceAccount has no rights" bash -c \
+  "! '$KUBECTL' auth can-i get secrets -n $NS_PI --as=system:serviceaccount:$NS_PI:$REL_PI-agent && ! '$KUBECTL' auth can-i create tokenreviews.authentication.k8s.io --as=system:serviceaccount:$NS_PI:$REL_PI-agent"
+"$HELM" uninstall "$REL_PI" -n "$NS_PI" >/dev/null
+check "uninstalled: webhook configuration, DaemonSet and pod-identity RBAC gone" bash -c \
+  "! '$KUBECTL' get $MWC 2>/dev/null && ! '$KUBECTL' get $DS -n $NS_PI 2>/dev/null && ! '$KUBECTL' get clusterrole $REL_PI-pod-identity 2>/dev/null"
 
 printf '\nchart-test took %ds\nchart-test: %d passed, %d failed\n' "$((SECONDS - START))" "$PASSED" "$FAILED"
 ((FAILED == 0))

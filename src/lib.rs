@@ -1,7 +1,9 @@
 //! tcred: a Kubernetes operator that mints short-lived Huawei Cloud credentials into Secrets and
 //! rotates them ahead of expiry. `main.rs` wires; this library does the work.
 
+pub mod agent;
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod cloud;
 pub mod controller;
@@ -17,3 +19,4 @@ pub mod source;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod webhook;

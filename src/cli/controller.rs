@@ -80,6 +80,8 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease and in Events (default: the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
     /// The credentials endpoint (pod identity).
     #[command(flatten)]
     pub endpoint: Box<EndpointArgs>,
@@ -201,6 +203,13 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(serve);
     start_endpoint(&args, &client, &metrics).await?;
+    crate::webhook::spawn(&args.webhook);
+    // The certificates live where the lease does: the controller's own namespace.
+    let cert_namespace = args
+        .leader_election_namespace
+        .as_deref()
+        .or(args.namespace.as_deref());
+    let cert_namespace = cert_namespace.unwrap_or("default").to_owned();
 
     let config = Config {
         namespace: args.namespace.clone(),
@@ -224,6 +233,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let id = identity(&args);
 
     if !args.leader_elect {
+        crate::webhook::spawn_certificates(&args.webhook, client.clone(), &cert_namespace);
         metrics.leader.set(1);
         let stop = async {
             signalled().await;
@@ -256,6 +266,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         acquired = election.acquired() => acquired?,
     }
     info!(identity = %id, "acquired the leader lease");
+    crate::webhook::spawn_certificates(&args.webhook, client.clone(), &cert_namespace);
     metrics.leader.set(1);
     health.set_ready(false);
 

@@ -12,6 +12,8 @@ pub enum Error {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
+    Agent(#[from] crate::agent::Error),
+    #[error("{0}")]
     Yaml(#[from] serde_saphyr::SerializeError),
     #[error("lost the leader lease; exiting so a fresh replica can stand by")]
     LostLease,

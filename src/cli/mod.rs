@@ -1,4 +1,4 @@
-//! The `tcred` command line: `controller`, `crd`, `login`, `status`, `rotate`.
+//! The `tcred` command line: `controller`, `agent`, `crd`, `login`, `status`, `rotate`.
 
 mod controller;
 mod crd;
@@ -29,10 +29,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator.
     Controller(controller::ControllerArgs),
+    /// Run the node-local credentials agent (pod identity; a DaemonSet on the host network).
+    Agent(crate::agent::AgentArgs),
     /// Print the CRDs as YAML, or write one file per CRD.
     Crd(crd::CrdArgs),
     /// Log in to IAM Identity Center for an identityCenter source (device authorization).
@@ -48,6 +52,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Controller(_) => "info,kube_lease_manager=warn",
+            Command::Agent(_) => "info",
             _ => "warn",
         }
     }
@@ -55,6 +60,7 @@ impl Cli {
     pub async fn run(self) -> Result<(), Error> {
         match self.command {
             Command::Controller(args) => controller::run(args).await,
+            Command::Agent(args) => Ok(crate::agent::run(args).await?),
             Command::Crd(args) => crd::run(&args),
             Command::Login(args) => login::run(args).await,
             Command::Status(args) => status::run(args).await,

@@ -81,3 +81,73 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "leaderElection.leaseGraceSeconds must be less than leaderElection.leaseDurationSeconds" }}
 {{- end }}
 {{- end }}
+
+{{/* Pod identity: object names. */}}
+{{- define "tcred.credentialsServiceName" -}}
+{{- printf "%s-credentials" (include "tcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "tcred.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "tcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "tcred.webhookConfigurationName" -}}
+{{- printf "%s-pod-identity" (include "tcred.fullname" .) }}
+{{- end }}
+{{- define "tcred.tlsSecretName" -}}
+{{- printf "%s-tls" (include "tcred.fullname" .) }}
+{{- end }}
+{{- define "tcred.caSecretName" -}}
+{{- printf "%s-ca" (include "tcred.fullname" .) }}
+{{- end }}
+{{- define "tcred.agentName" -}}
+{{- printf "%s-agent" (include "tcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "true" when pod-identity certificates come from cert-manager (value, or auto-detected). */}}
+{{- define "tcred.podIdentity.certManager" -}}
+{{- $v := .Values.podIdentity.certManager.enabled }}
+{{- if eq (toString $v) "auto" }}
+{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" }}true{{ end }}
+{{- else if $v }}true{{ end }}
+{{- end }}
+
+{{/* DNS names of the serving certificate: the credentials and webhook Services. */}}
+{{- define "tcred.podIdentity.dnsNames" -}}
+{{- $ns := .Release.Namespace }}
+{{- list (printf "%s.%s.svc" (include "tcred.credentialsServiceName" .) $ns) (printf "%s.%s.svc" (include "tcred.webhookServiceName" .) $ns) | join "," }}
+{{- end }}
+
+{{/* Controller environment of pod identity: the credentials endpoint (its flags belong to the
+endpoint), the webhook and, without cert-manager, the generated certificates. */}}
+{{- define "tcred.podIdentity.controllerEnv" -}}
+{{- $pi := .Values.podIdentity -}}
+- name: TCRED_CREDENTIALS_ENDPOINT_ADDRESS
+  value: {{ printf "0.0.0.0:%d" (int $pi.endpoint.port) | quote }}
+- name: TCRED_TLS_CERT_FILE
+  value: /etc/tcred/tls/tls.crt
+- name: TCRED_TLS_KEY_FILE
+  value: /etc/tcred/tls/tls.key
+- name: TCRED_POD_IDENTITY_AUDIENCE
+  value: {{ $pi.audience | quote }}
+- name: TCRED_WEBHOOK_ADDRESS
+  value: {{ printf "0.0.0.0:%d" (int $pi.webhook.port) | quote }}
+- name: TCRED_WEBHOOK_TLS_CERT_FILE
+  value: /etc/tcred/tls/tls.crt
+- name: TCRED_WEBHOOK_TLS_KEY_FILE
+  value: /etc/tcred/tls/tls.key
+- name: TCRED_WEBHOOK_TOKEN_AUDIENCE
+  value: {{ $pi.audience | quote }}
+- name: TCRED_WEBHOOK_AGENT_PORT
+  value: {{ $pi.agent.port | quote }}
+{{- if not (include "tcred.podIdentity.certManager" .) }}
+- name: TCRED_MANAGE_CERTIFICATES
+  value: "true"
+- name: TCRED_CA_SECRET
+  value: {{ include "tcred.caSecretName" . | quote }}
+- name: TCRED_TLS_SECRET
+  value: {{ include "tcred.tlsSecretName" . | quote }}
+- name: TCRED_CERTIFICATE_DNS_NAMES
+  value: {{ include "tcred.podIdentity.dnsNames" . | quote }}
+- name: TCRED_WEBHOOK_CONFIGURATION
+  value: {{ include "tcred.webhookConfigurationName" . | quote }}
+{{- end }}
+{{- end }}

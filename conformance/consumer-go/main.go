@@ -181,23 +181,25 @@ func (c *consumer) ensureClient() error {
 	}
 }
 
+// build makes the client with the credentials of p, never with the SDK's default chain (which
+// has no pod identity provider and would ask the ECS metadata service).
 func (c *consumer) build(p provider.ICredentialProvider) error {
 	cred, err := p.GetCredentials()
 	if err != nil {
 		return fmt.Errorf("loading credentials: %w", err)
 	}
-	basic, ok := cred.(*auth.BasicCredentials)
-	if !ok {
-		return fmt.Errorf("the provider returned %T, not basic credentials", cred)
-	}
 	httpConfig := config.DefaultHttpConfig().WithTimeout(c.opts.timeout).WithRetries(0)
 	hc, err := sts.StsClientBuilder().
 		WithEndpoints([]string{c.opts.endpoint}).
-		WithCredential(basic).
 		WithHttpConfig(httpConfig).
+		WithCredential(cred).
 		SafeBuild()
 	if err != nil {
 		return fmt.Errorf("building the STS client: %w", err)
+	}
+	basic, ok := hc.GetCredential().(*auth.BasicCredentials)
+	if !ok {
+		return fmt.Errorf("the client holds %T, not basic credentials", hc.GetCredential())
 	}
 	c.client = sts.NewStsClient(hc)
 	c.creds = basic

@@ -165,6 +165,8 @@ async fn huaweis_python_and_go_sdks_keep_one_client_across_rotations_through_the
         let first_token = sa_token(&client, &ns, "app", AUDIENCE, 600).await;
         write_token_file(&token_file, &first_token);
         let served = wait_served(&uri, &first_token).await;
+        let java = java_sdk_check(&served);
+        assert_eq!(java["ok"], true, "Huawei's Java SDK would not read the answer: {java}");
 
         let since = last_seq(&rig.sim).await;
         let mints_before = rig.sim.mints_total().await;
@@ -212,6 +214,11 @@ async fn huaweis_python_and_go_sdks_keep_one_client_across_rotations_through_the
             elapsed.as_secs_f64(),
             identity.len()
         );
+
+        let (_, last) = fetch_credentials(&uri, &std::fs::read_to_string(&token_file).expect("token")).await;
+        let java = java_sdk_check(&last);
+        assert_eq!(java["ok"], true, "Huawei's Java SDK would not read the answer: {java}");
+        assert_ne!(java["accessKeyId"], served["credentials"]["accessKeyId"], "a rotated credential");
 
         // Nothing secret in what the operator and the agent wrote.
         let (logs, sk) = (rig.operator.logs() + &rig.agent.logs(), &served["credentials"]["secretAccessKey"]);

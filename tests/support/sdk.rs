@@ -426,3 +426,36 @@ pub fn access_keys(lines: &[Value]) -> Vec<String> {
 pub fn failures(lines: &[Value]) -> Vec<&Value> {
     lines.iter().filter(|l| l["ok"] != true).collect()
 }
+
+// === Huawei's Java SDK parsing rules ===
+
+/// Checks an endpoint answer against Huawei's Java SDK's parsing rules with
+/// `conformance/java/PodIdentityResponseCheck.java` (the Java SDK itself is not served by the
+/// reachable Maven registry). Returns the check's JSON line (`{"ok":true,...}` or an error).
+pub fn java_sdk_check(body: &Value) -> Value {
+    use std::io::Write as _;
+    let java = std::env::var_os("TCRED_JAVA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("java"));
+    let mut child = Command::new(&java)
+        .arg(root().join("conformance/java/PodIdentityResponseCheck.java"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {} (a JDK ≥ 17, or set TCRED_JAVA): {e}", java.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.to_string().as_bytes())
+        .expect("write body");
+    let out = child.wait_with_output().expect("java check");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "java check printed no JSON: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

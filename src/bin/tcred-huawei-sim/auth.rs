@@ -267,10 +267,7 @@ mod tests {
                 &list.join(";"),
                 &signer::hex_sha256(BODY),
             );
-            let sig = signer::signature(
-                &SecretString::new(SK),
-                &signer::string_to_sign(&date, &canonical),
-            );
+            let sig = signer::signature(&SecretString::new(SK), &signer::string_to_sign(&date, &canonical));
             let mut map = HeaderMap::new();
             map.insert("x-sdk-date", HeaderValue::from_str(&date).unwrap());
             let auth = format!(

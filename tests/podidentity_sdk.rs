@@ -154,7 +154,6 @@ async fn run_until_rotated(
 }
 
 #[tokio::test]
-#[ignore = "needs the credentials endpoint (branch pids) and tcred agent (branch pide): un-ignored when merged"]
 async fn huaweis_python_and_go_sdks_keep_one_client_across_rotations_through_the_agent() {
     let test = "podidentity-sdks-rotate";
     with_namespace(test, |client, ns| async move {
@@ -268,7 +267,6 @@ fn assert_refused(what: &str, (status, body): (u16, Value), want: u16, error: &s
 }
 
 #[tokio::test]
-#[ignore = "needs the credentials endpoint (branch pids) and tcred agent (branch pide): un-ignored when merged"]
 async fn the_agent_refuses_another_account_a_wrong_audience_an_expired_token_and_a_deleted_credential() {
     let test = "podidentity-sdks-refuse";
     with_namespace(test, |client, ns| async move {

@@ -32,9 +32,15 @@ impl std::fmt::Debug for Credentials<'_> {
 
 /// `2026-11-24T13:21:02.123Z`: what Python (`%Y-%m-%dT%H:%M:%S.%fZ`) and Java
 /// (`yyyy-MM-dd'T'HH:mm:ss.SSS'Z'`) parse. Sub-millisecond digits are dropped (rounding down never
-/// announces more validity than there is).
+/// announces more validity than there is). Milliseconds of `000` are never sent: the Java SDK
+/// replaces `000Z` by `Z` before parsing and then cannot parse the value, so a whole second is sent
+/// as `.999` of the second before (1 ms less validity).
 pub fn expiration(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let text = at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    match at.checked_sub(jiff::SignedDuration::from_millis(1)) {
+        Ok(earlier) if text.ends_with(".000Z") => earlier.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        _ => text,
+    }
 }
 
 /// `{"error":"Forbidden","message":"…"}`.
@@ -73,9 +79,9 @@ mod tests {
     }
 
     #[test]
-    fn whole_seconds_still_carry_three_digits() {
+    fn whole_seconds_are_sent_as_999_of_the_second_before() {
         let at: Timestamp = "2026-11-24T13:21:02Z".parse().unwrap();
-        assert_eq!(expiration(at), "2026-11-24T13:21:02.000Z");
+        assert_eq!(expiration(at), "2026-11-24T13:21:01.999Z");
     }
 
     proptest! {
@@ -87,8 +93,10 @@ mod tests {
             let text = expiration(at);
             let re = regex_lite(&text);
             prop_assert!(re, "{text}");
+            prop_assert!(!text.ends_with("000Z"), "{text}");
             let back: Timestamp = text.parse().unwrap();
-            prop_assert_eq!(back.as_millisecond(), at.as_millisecond());
+            let lost = at.as_millisecond() - back.as_millisecond();
+            prop_assert!(lost == 0 || lost == 1, "{text} is {lost} ms early");
             prop_assert!(back <= at);
         }
     }

@@ -300,7 +300,26 @@ pub fn simulator_binary() -> &'static Path {
 }
 
 fn build_simulator() -> PathBuf {
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // What cargo set for this test process describes this package, not the build: left in, it
+    // makes cargo rebuild dependencies whose build tracks it (ring and CARGO_MANIFEST_DIR), and
+    // the next plain `cargo build` rebuild them back.
+    const SET_FOR_THE_TEST: [&str; 5] = [
+        "CARGO_PKG_",
+        "CARGO_BIN_EXE_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        if SET_FOR_THE_TEST
+            .iter()
+            .any(|prefix| key.to_string_lossy().starts_with(prefix))
+        {
+            cargo.env_remove(key);
+        }
+    }
+    let out = cargo
         .args([
             "build",
             "--quiet",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::cloud::ErrorClass;
+use crate::{cloud::ErrorClass, podidentity::freshness::served_renew_before};
 
 /// Default share of the issued lifetime left when renewing: a third.
 pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: i32 = 33;
@@ -22,6 +22,10 @@ const SHORTENED_TOLERANCE: Duration = Duration::from_secs(60);
 pub struct RenewPolicy {
     pub renew_before: Option<Duration>,
     pub renew_before_percentage: Option<i32>,
+    /// `Some(--min-mint-interval)` when the credential is served to pods (`spec.podIdentity`):
+    /// it is then renewed early enough to stay above the SDKs' refresh threshold
+    /// ([`crate::podidentity::freshness`]).
+    pub served_min_interval: Option<Duration>,
 }
 
 /// A planned renewal.
@@ -30,6 +34,9 @@ pub struct Renewal {
     pub at: Timestamp,
     /// `renewBefore` did not fit the issued lifetime and was clamped to the default share.
     pub clamped: bool,
+    /// A credential served to pods whose lifetime cannot keep it above the SDKs' refresh
+    /// threshold plus margin (`LifetimeBelowSdkThreshold`); it is renewed as the spec says.
+    pub below_sdk_threshold: bool,
 }
 
 /// When to mint the next credential, given one issued at `issued_at` that expires at `expires_at`.
@@ -52,6 +59,20 @@ pub fn renewal_time(
         (None, Some(p)) => (lifetime.mul_f64(f64::from(p.clamp(1, 90)) / 100.0), false),
         (None, None) => (default_before, false),
     };
+    let (before, below_sdk_threshold) = match policy.served_min_interval {
+        Some(interval) => {
+            let f = served_renew_before(before, lifetime, interval);
+            (f.renew_before, f.lifetime_too_short)
+        }
+        None => (before, false),
+    };
+    // A served renew-before may take the whole lifetime when the minimum mint interval is zero:
+    // renewing at issue would loop, so it is clamped like a spec's.
+    let (before, clamped) = if before >= lifetime && lifetime > Duration::ZERO {
+        (default_before, true)
+    } else {
+        (before, clamped)
+    };
     let room = lifetime.saturating_sub(before);
     let spread = lifetime
         .mul_f64(SPREAD_FRACTION)
@@ -65,7 +86,11 @@ pub fn renewal_time(
     // Whole seconds: the time is written to annotations and status at that precision, and a
     // schedule read back from them must equal the one computed here.
     let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
-    Renewal { at, clamped }
+    Renewal {
+        at,
+        clamped,
+        below_sdk_threshold,
+    }
 }
 
 /// Whether Huawei issued noticeably less than was requested.
@@ -303,6 +328,45 @@ mod tests {
         let r = renewal_time(t(0), t(H), policy, "uid-a");
         assert!(r.clamped);
         assert!(r.at > t(0) + SignedDuration::from_secs(H / 2), "{}", r.at);
+    }
+
+    #[test]
+    fn credentials_served_to_pods_keep_more_than_the_sdk_threshold_plus_margin() {
+        let served = |before: Option<u64>| RenewPolicy {
+            renew_before: before.map(Duration::from_secs),
+            served_min_interval: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        // Two hours: the default third (40 min) would let SDKs refetch on every call; 50 min.
+        for uid in UIDS {
+            let r = renewal_time(t(0), t(2 * H), served(None), uid);
+            assert!(r.at <= t(2 * H - 50 * 60), "{uid}: {}", r.at);
+            assert!(!r.below_sdk_threshold && !r.clamped);
+        }
+        // A one-hour session still fits: renewed within the first ten minutes.
+        let r = renewal_time(t(0), t(H), served(None), "uid-a");
+        assert!(r.at <= t(10 * 60) && r.at >= t(0), "{}", r.at);
+        assert!(!r.below_sdk_threshold);
+        // Forty-five minutes cannot: flagged, and renewed as the spec says (a third).
+        let r = renewal_time(t(0), t(45 * 60), served(None), "uid-a");
+        assert!(r.below_sdk_threshold);
+        assert!(r.at >= t(30 * 60 - 270) && r.at <= t(30 * 60), "{}", r.at);
+        // A longer renewBefore of the spec is kept; not served, nothing changes.
+        let r = renewal_time(t(0), t(12 * H), served(Some(3 * H as u64)), "uid-a");
+        assert!(r.at <= t(9 * H));
+        let plain = RenewPolicy::default();
+        assert!(!renewal_time(t(0), t(45 * 60), plain, "uid-a").below_sdk_threshold);
+    }
+
+    #[test]
+    fn a_served_renew_before_that_takes_the_whole_lifetime_is_clamped_not_looped() {
+        let policy = RenewPolicy {
+            served_min_interval: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let r = renewal_time(t(0), t(50 * 60), policy, "uid-a");
+        assert!(r.clamped);
+        assert!(r.at > t(0), "{}", r.at);
     }
 
     #[test]
@@ -546,9 +610,10 @@ mod tests {
                 expires in any_time(),
                 before in proptest::option::of(any_duration()),
                 pct in proptest::option::of(any::<i32>()),
+                served in proptest::option::of(0u64..7200),
                 key in ".{0,40}",
             ) {
-                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct };
+                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct, served_min_interval: served.map(Duration::from_secs) };
                 let r = renewal_time(issued, expires, policy, &key);
                 if issued.subsec_nanosecond() == 0 && expires.subsec_nanosecond() == 0 && issued <= expires {
                     prop_assert!(r.at >= issued && r.at <= expires, "{issued} {expires} {r:?}");
@@ -562,9 +627,10 @@ mod tests {
                 lifetime in 1i64..40 * 86_400,
                 before in proptest::option::of(any_duration()),
                 pct in proptest::option::of(any::<i32>()),
+                served in proptest::option::of(0u64..7200),
                 key in "[a-z0-9-]{0,36}",
             ) {
-                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct };
+                let policy = RenewPolicy { renew_before: before, renew_before_percentage: pct, served_min_interval: served.map(Duration::from_secs) };
                 let r = renewal_time(t(issued), t(issued + lifetime), policy, &key);
                 prop_assert!(r.at >= t(issued) && r.at <= t(issued + lifetime));
                 if lifetime >= 2 {

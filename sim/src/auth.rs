@@ -174,7 +174,7 @@ fn lookup(sim: &Sim, access_key_id: &str) -> Option<(SecretString, KeyOwner)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ACCOUNT, CI_BOT_SK as SK, ci_bot, world};
+    use crate::testing::{ACCOUNT, CI_BOT_AK as AK, CI_BOT_SK as SK, ci_bot, world};
     use axum::http::{HeaderName, HeaderValue};
     use tcred::cloud::signer::{AccessKey, Request, sign};
 

@@ -165,16 +165,31 @@ pub fn resigned_with_times(token: &str, iat: i64, exp: i64) -> String {
     if let Some(k8s) = claims["kubernetes.io"].as_object_mut() {
         k8s.remove("warnafter");
     }
-    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.kid = header["kid"].as_str().map(str::to_owned);
+    let mut h = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+    if let Some(kid) = header["kid"].as_str() {
+        h["kid"] = kid.into();
+    }
     // PKCS#8 PEM (hack/cluster.sh makes it with `openssl pkcs8 -topk8`): its base64 body is the DER.
     let pem = std::fs::read_to_string(cluster_dir().join("pki/sa.key")).expect("read the rig's sa.key");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body)
         .expect("PEM body");
-    let key = jsonwebtoken::EncodingKey::from_ec_der(&der);
-    jsonwebtoken::encode(&h, &claims, &key).expect("sign")
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+        &rng,
+    )
+    .expect("the rig's ES256 key");
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(serde_json::to_vec(&h).expect("header")),
+        b64.encode(serde_json::to_vec(&claims).expect("claims"))
+    );
+    // JWS ES256 is the fixed-size r||s signature, which is what this algorithm produces.
+    let sig = key.sign(&rng, signing_input.as_bytes()).expect("sign");
+    format!("{signing_input}.{}", b64.encode(sig.as_ref()))
 }
 
 /// Whether the API server authenticates `token` for `audience` (a TokenReview).

@@ -230,6 +230,12 @@ impl Reconciler<'_> {
         RenewPolicy {
             renew_before: self.tc.spec.renew_before.map(Into::into),
             renew_before_percentage: self.tc.spec.renew_before_percentage,
+            served_min_interval: self
+                .tc
+                .spec
+                .pod_identity
+                .as_ref()
+                .map(|_| self.ctx.config.min_mint_interval),
         }
     }
 

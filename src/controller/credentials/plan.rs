@@ -702,6 +702,7 @@ mod tests {
                     policy: RenewPolicy {
                         renew_before: renew_before.map(Duration::from_secs),
                         renew_before_percentage: pct,
+                        served_min_interval: None,
                     },
                     uid: "uid-a",
                     source_version: Some("7"),

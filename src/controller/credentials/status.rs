@@ -93,7 +93,7 @@ pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus 
             fmt(m.renewal.at)
         ),
     );
-    duration_adjusted(base, &mut s, m.shortened_from, m.renewal.clamped, m.expires_at);
+    duration_adjusted(base, &mut s, m.shortened_from, m.renewal, m.expires_at);
     s
 }
 
@@ -101,21 +101,31 @@ fn duration_adjusted(
     base: &Base<'_>,
     s: &mut TemporaryCredentialStatus,
     shortened_from: Option<std::time::Duration>,
-    clamped: bool,
+    renewal: Renewal,
     expires_at: Timestamp,
 ) {
-    let update = match (shortened_from, clamped) {
-        (Some(requested), _) => Some(ConditionUpdate {
+    const BELOW_SDK: &str = "too short to keep the credential served to pods above Huawei SDKs' \
+        40-minute refresh threshold plus a 10-minute margin: it is served anyway, and SDKs fetch it \
+        again more often near its end";
+    let update = match (shortened_from, renewal.below_sdk_threshold, renewal.clamped) {
+        (Some(requested), below, _) => Some(ConditionUpdate {
             type_: types::DURATION_ADJUSTED,
             status: true,
             reason: reasons::LIFETIME_SHORTENED,
             message: format!(
-                "requested {}s, Huawei Cloud issued a credential valid until {} (the agency's maximum session may be shorter); renewals follow the issued expiry",
+                "requested {}s, Huawei Cloud issued a credential valid until {} (the agency's maximum session may be shorter); renewals follow the issued expiry{}",
                 requested.as_secs(),
-                fmt(expires_at)
+                fmt(expires_at),
+                if below { format!("; the lifetime is {BELOW_SDK}") } else { String::new() }
             ),
         }),
-        (None, true) => Some(ConditionUpdate {
+        (None, true, _) => Some(ConditionUpdate {
+            type_: types::DURATION_ADJUSTED,
+            status: true,
+            reason: reasons::LIFETIME_BELOW_SDK_THRESHOLD,
+            message: format!("the issued lifetime (valid until {}) is {BELOW_SDK}", fmt(expires_at)),
+        }),
+        (None, false, true) => Some(ConditionUpdate {
             type_: types::DURATION_ADJUSTED,
             status: true,
             reason: reasons::RENEW_BEFORE_CLAMPED,
@@ -123,7 +133,7 @@ fn duration_adjusted(
                 "renewBefore is not shorter than the issued lifetime; renewing when a third of it remains"
                     .into(),
         }),
-        (None, false) => None,
+        (None, false, false) => None,
     };
     match update {
         Some(u) => set_condition(&mut s.conditions, u, base.generation, base.now),
@@ -187,11 +197,11 @@ pub fn after_keep(
             fmt(renewal.at)
         ),
     );
-    if renewal.clamped {
-        duration_adjusted(base, &mut s, None, true, expires_at);
-    } else if find(&s.conditions, types::DURATION_ADJUSTED)
-        .is_some_and(|c| c.reason == reasons::RENEW_BEFORE_CLAMPED)
-    {
+    if renewal.clamped || renewal.below_sdk_threshold {
+        duration_adjusted(base, &mut s, None, renewal, expires_at);
+    } else if find(&s.conditions, types::DURATION_ADJUSTED).is_some_and(|c| {
+        c.reason == reasons::RENEW_BEFORE_CLAMPED || c.reason == reasons::LIFETIME_BELOW_SDK_THRESHOLD
+    }) {
         remove_condition(&mut s.conditions, types::DURATION_ADJUSTED);
     }
     s
@@ -366,6 +376,7 @@ mod tests {
                 renewal: Renewal {
                     at: t(now + 2400),
                     clamped: false,
+                    below_sdk_threshold: false,
                 },
                 shortened_from: None,
                 rotate_request: None,
@@ -455,6 +466,7 @@ mod tests {
                 renewal: Renewal {
                     at: t(20),
                     clamped: false,
+                    below_sdk_threshold: false,
                 },
                 shortened_from: Some(Duration::from_secs(3600)),
                 rotate_request: Some("r1"),
@@ -478,6 +490,7 @@ mod tests {
             Renewal {
                 at: t(2400),
                 clamped: false,
+                below_sdk_threshold: false,
             },
         );
         let k2 = after_keep(
@@ -488,6 +501,7 @@ mod tests {
             Renewal {
                 at: t(2400),
                 clamped: false,
+                below_sdk_threshold: false,
             },
         );
         assert_eq!(
@@ -506,6 +520,7 @@ mod tests {
             Renewal {
                 at: t(issued_at + 2400),
                 clamped: false,
+                below_sdk_threshold: false,
             },
         )
     }

@@ -204,6 +204,10 @@ async fn main() {
         "targetRatePerSecond": rate, "seconds": seconds, "serviceAccounts": sa_count,
         "requests": codes.len(), "ok": ok,
         "non200": codes.len() - ok,
+        "codes": codes.iter().fold(std::collections::BTreeMap::<String, u64>::new(), |mut m, c| {
+            *m.entry(c.to_string()).or_default() += 1;
+            m
+        }),
         "achievedRequestsPerSecond": codes.len() as f64 / elapsed,
         "latencyMs": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
         "apiServerTokenReviewsPerSecond": review_rate,

@@ -102,11 +102,11 @@ impl Authenticator {
             return Ok(id);
         }
         let now = jiff::Timestamp::now().as_second();
-        let claims = Claims::peek(token).ok_or(Refusal::Unauthenticated)?;
-        if !claims.may_be_valid(&self.audience, now) {
+        let claims = Claims::peek(token).filter(|c| c.may_be_valid(&self.audience, now));
+        let Some(claims) = claims else {
             self.metrics.review("refused_locally");
             return Err(Refusal::Unauthenticated);
-        }
+        };
         let _slot = self.in_flight.try_acquire().map_err(|_| Refusal::Throttled)?;
         if !self.reviews.try_take() {
             self.metrics.review("throttled");

@@ -860,3 +860,92 @@ async fn secret_quota(
     .await;
     quotas
 }
+
+/// A credential served to pods (`spec.podIdentity`) is renewed at least 50 minutes before it
+/// expires, so Huawei's SDKs (which fetch again under 40 minutes) never see one that near its
+/// end; one whose lifetime cannot allow that says so and is still issued and renewed.
+#[tokio::test]
+async fn credentials_served_to_pods_renew_ahead_of_the_sdk_threshold_or_say_why_not() {
+    with_namespace("served-freshness", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("served-freshness", &ns).await;
+        let served =
+            |duration: &str| json!({"duration": duration, "podIdentity": {"serviceAccounts": ["app"]}});
+        apply(&client, agency_credential(&ns, "two-hours", "corp", served("2h"))).await;
+        apply(
+            &client,
+            agency_credential(&ns, "plain", "corp", json!({"duration": "2h"})),
+        )
+        .await;
+        let tc = wait_ready_reason(
+            &client,
+            &ns,
+            "two-hours",
+            reasons::ISSUED,
+            Duration::from_secs(30),
+        )
+        .await;
+        let status = tc.status.expect("status");
+        let (expires, renewal) = (status.expires_at.unwrap().0, status.renewal_time.unwrap().0);
+        assert!(
+            expires.duration_since(renewal) >= jiff::SignedDuration::from_mins(50),
+            "served: renewal {renewal} is less than 50 min before expiry {expires}"
+        );
+        assert!(tcred::api::condition::find(&status.conditions, "DurationAdjusted").is_none());
+        // The same credential not served keeps the default third (40 min) plus spread.
+        let plain = wait_ready_reason(&client, &ns, "plain", reasons::ISSUED, Duration::from_secs(30)).await;
+        let plain = plain.status.expect("status");
+        let plain_before = plain
+            .expires_at
+            .unwrap()
+            .0
+            .duration_since(plain.renewal_time.unwrap().0);
+        assert!(
+            plain_before < jiff::SignedDuration::from_mins(50),
+            "{plain_before:?}"
+        );
+
+        // Simulated sessions of 30 s cannot keep 50 minutes: reported, issued and served anyway.
+        sim.set_lifetime(Some(30)).await;
+        apply(&client, agency_credential(&ns, "short", "corp", served("1h"))).await;
+        let tc = wait_ready_reason(&client, &ns, "short", reasons::ISSUED, Duration::from_secs(30)).await;
+        let adjusted =
+            tcred::api::condition::find(&tc.status.as_ref().unwrap().conditions, "DurationAdjusted")
+                .expect("DurationAdjusted condition");
+        // Huawei also shortened the requested hour: that reason wins, and names the SDK shortfall.
+        assert_eq!(adjusted.reason, reasons::LIFETIME_SHORTENED);
+        assert!(
+            adjusted.message.contains("40-minute refresh threshold"),
+            "{}",
+            adjusted.message
+        );
+        apply(
+            &client,
+            agency_credential(&ns, "short-asked", "corp", served("15m")),
+        )
+        .await;
+        let tc = wait_ready_reason(
+            &client,
+            &ns,
+            "short-asked",
+            reasons::ISSUED,
+            Duration::from_secs(30),
+        )
+        .await;
+        let conditions = &tc.status.as_ref().unwrap().conditions;
+        let adjusted = tcred::api::condition::find(conditions, "DurationAdjusted").expect("DurationAdjusted");
+        assert!(
+            [reasons::LIFETIME_SHORTENED, reasons::LIFETIME_BELOW_SDK_THRESHOLD]
+                .contains(&adjusted.reason.as_str()),
+            "{}",
+            adjusted.reason
+        );
+        assert!(
+            adjusted.message.contains("40-minute refresh threshold"),
+            "{}",
+            adjusted.message
+        );
+    })
+    .await;
+}

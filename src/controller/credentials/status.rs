@@ -116,14 +116,21 @@ fn duration_adjusted(
                 "requested {}s, Huawei Cloud issued a credential valid until {} (the agency's maximum session may be shorter); renewals follow the issued expiry{}",
                 requested.as_secs(),
                 fmt(expires_at),
-                if below { format!("; the lifetime is {BELOW_SDK}") } else { String::new() }
+                if below {
+                    format!("; the lifetime is {BELOW_SDK}")
+                } else {
+                    String::new()
+                }
             ),
         }),
         (None, true, _) => Some(ConditionUpdate {
             type_: types::DURATION_ADJUSTED,
             status: true,
             reason: reasons::LIFETIME_BELOW_SDK_THRESHOLD,
-            message: format!("the issued lifetime (valid until {}) is {BELOW_SDK}", fmt(expires_at)),
+            message: format!(
+                "the issued lifetime (valid until {}) is {BELOW_SDK}",
+                fmt(expires_at)
+            ),
         }),
         (None, false, true) => Some(ConditionUpdate {
             type_: types::DURATION_ADJUSTED,

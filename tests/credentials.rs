@@ -872,10 +872,18 @@ async fn credentials_served_to_pods_renew_ahead_of_the_sdk_threshold_or_say_why_
         let _op = Operator::start("served-freshness", &ns).await;
         let served =
             |duration: &str| json!({"duration": duration, "podIdentity": {"serviceAccounts": ["app"]}});
-        apply(&client, agency_credential(&ns, "two-hours", "corp", served("2h"))).await;
+        // Both ask to renew 10 minutes ahead; only the served one is moved to 50.
+        let mut two_hours = served("2h");
+        two_hours["renewBefore"] = json!("10m");
+        apply(&client, agency_credential(&ns, "two-hours", "corp", two_hours)).await;
         apply(
             &client,
-            agency_credential(&ns, "plain", "corp", json!({"duration": "2h"})),
+            agency_credential(
+                &ns,
+                "plain",
+                "corp",
+                json!({"duration": "2h", "renewBefore": "10m"}),
+            ),
         )
         .await;
         let tc = wait_ready_reason(
@@ -893,7 +901,7 @@ async fn credentials_served_to_pods_renew_ahead_of_the_sdk_threshold_or_say_why_
             "served: renewal {renewal} is less than 50 min before expiry {expires}"
         );
         assert!(tcred::api::condition::find(&status.conditions, "DurationAdjusted").is_none());
-        // The same credential not served keeps the default third (40 min) plus spread.
+        // The same credential not served keeps its 10 minutes (plus a spread of at most 12).
         let plain = wait_ready_reason(&client, &ns, "plain", reasons::ISSUED, Duration::from_secs(30)).await;
         let plain = plain.status.expect("status");
         let plain_before = plain
@@ -902,7 +910,7 @@ async fn credentials_served_to_pods_renew_ahead_of_the_sdk_threshold_or_say_why_
             .0
             .duration_since(plain.renewal_time.unwrap().0);
         assert!(
-            plain_before < jiff::SignedDuration::from_mins(50),
+            plain_before <= jiff::SignedDuration::from_mins(22),
             "{plain_before:?}"
         );
 

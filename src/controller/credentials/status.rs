@@ -204,12 +204,17 @@ pub fn after_keep(
             fmt(renewal.at)
         ),
     );
-    if renewal.clamped || renewal.below_sdk_threshold {
-        duration_adjusted(base, &mut s, None, renewal, expires_at);
-    } else if find(&s.conditions, types::DURATION_ADJUSTED).is_some_and(|c| {
-        c.reason == reasons::RENEW_BEFORE_CLAMPED || c.reason == reasons::LIFETIME_BELOW_SDK_THRESHOLD
-    }) {
-        remove_condition(&mut s.conditions, types::DURATION_ADJUSTED);
+    // A shortened lifetime is judged by the mint that issued the credential: keep it.
+    let adjusted = find(&s.conditions, types::DURATION_ADJUSTED).map(|c| c.reason.clone());
+    match adjusted.as_deref() {
+        Some(reasons::LIFETIME_SHORTENED) => {}
+        _ if renewal.clamped || renewal.below_sdk_threshold => {
+            duration_adjusted(base, &mut s, None, renewal, expires_at);
+        }
+        Some(reasons::RENEW_BEFORE_CLAMPED | reasons::LIFETIME_BELOW_SDK_THRESHOLD) => {
+            remove_condition(&mut s.conditions, types::DURATION_ADJUSTED);
+        }
+        _ => {}
     }
     s
 }

@@ -12,11 +12,7 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::PostParams};
 
 use crate::{
-    api::{
-        SourceKind, SourceMode, TemporaryCredential, TemporaryCredentialStatus, annotations,
-        condition::{reasons, types},
-        opted_in,
-    },
+    api::{SourceKind, SourceMode, TemporaryCredential, annotations, condition::reasons, opted_in},
     cloud::{
         ErrorClass, IssuedCredential,
         endpoints::{self, ResolvedEndpoints},
@@ -292,17 +288,6 @@ async fn service_account_token(
         .and_then(|s| s.token)
         .map(SecretString::new)
         .ok_or_else(|| MintError::new(ErrorClass::Server, "the TokenRequest returned no token"))
-}
-
-/// Sets the Ready condition's reason to a refusal's own (`TokenNotAllowed`, `SecretNotBound`)
-/// on a status the failure path built.
-pub fn with_refusal_reason(status: &mut TemporaryCredentialStatus, reason: Option<&'static str>) {
-    let Some(reason) = reason else {
-        return;
-    };
-    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == types::READY) {
-        c.reason = reason.to_owned();
-    }
 }
 
 /// Whether `audience` is one the Kubernetes API server obviously accepts: its issuer (from

@@ -153,6 +153,31 @@ node_images() {
   build_image consumer "$TOOLS/consumer"
   import_image "$TOOLS/pause.tar" || fail "ctr images import (pause) failed"
   import_image "$TOOLS/consumer.tar" || fail "ctr images import (consumer) failed"
+  consumer_go_image
+}
+
+# Huawei's Go SDK as a consumer (conformance/consumer-go), when the checkout has it: built on the
+# host (static) and put in a FROM scratch image like the others.
+consumer_go_image() {
+  local src="$ROOT/conformance/consumer-go" dir h
+  rm -f "$STATE/consumer-go-image"
+  [[ -f $src/go.mod && -f $src/main.go ]] || return 0
+  h=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  dir="$CACHE/bin/consumer-go-$h"
+  mkdir -p "$dir"
+  if [[ ! -x $dir/consumer-go ]]; then
+    (cd "$src" && go build -trimpath -ldflags='-s -w' -o "$dir/consumer-go.tmp.$$" .) >>"$STATE/images.log" 2>&1 || {
+      log "conformance/consumer-go did not build (see $STATE/images.log); tests use hack/images/consumer"
+      return 0
+    }
+    mv -f "$dir/consumer-go.tmp.$$" "$dir/consumer-go"
+  fi
+  local saved_tools=$TOOLS saved_tag=$TAG
+  TOOLS=$dir TAG=$h
+  build_image consumer-go "$dir/consumer-go"
+  import_image "$dir/consumer-go.tar" || fail "ctr images import (consumer-go) failed"
+  TOOLS=$saved_tools TAG=$saved_tag
+  echo "local.invalid/tcred-consumer-go:$h" >"$STATE/consumer-go-image"
 }
 
 # The operator's own image (hack/image.sh, the Dockerfile). A failure here leaves the node up and
@@ -395,6 +420,7 @@ PAUSE_IMAGE=local.invalid/tcred-pause:$TAG
 CONSUMER_IMAGE=local.invalid/tcred-consumer:$TAG
 FORWARD_BIN=$TOOLS/forward
 POD_LOGS=$STATE/kubelet/pod-logs
+CONTAINERD_SOCK=$CTRD_SOCK
 EOF2
   mv "$STATE/node.env.tmp" "$STATE/node.env"
 }
@@ -556,13 +582,19 @@ status() {
   return $rc
 }
 
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  status) status ;;
-  images)
-    [[ -f $STATE/node.env ]] && alive containerd || fail "the node is not up"
-    TOOLS=$(tools_dir); TAG=${TOOLS##*-}
-    node_images; operator_image ;;
-  *) echo "usage: $0 up|down|status|images" >&2; exit 2 ;;
-esac
+# All of the script is parsed before anything runs (an edit of this file during a long `up` must not
+# change what the running one does).
+main() {
+  case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    images)
+      [[ -f $STATE/node.env ]] && alive containerd || fail "the node is not up"
+      TOOLS=$(tools_dir); TAG=${TOOLS##*-}
+      node_images; operator_image ;;
+    *) echo "usage: $0 up|down|status|images" >&2; exit 2 ;;
+  esac
+}
+
+main "$@"; exit $?

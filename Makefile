@@ -13,6 +13,8 @@ PYTHON := $(VENV)/bin/python
 CLUSTER := hack/cluster.sh
 # kubectl and helm built for the local control plane (same version as the apiserver)
 K8S_BIN = $(shell $(CLUSTER) bin-dir kubernetes)
+# The Go SDK consumer, a static binary (conformance/consumer-go)
+CONSUMER_GO := $(CURDIR)/target/consumer-go
 # Cluster tests mostly wait on timers; run several at once.
 TEST_THREADS ?= 6
 
@@ -80,9 +82,9 @@ node-status: ## Show the test node
 	hack/node.sh status
 
 .PHONY: cluster-test
-cluster-test: cluster-up node-up venv ## Black-box tests on the control plane with the simulator
+cluster-test: cluster-up node-up venv consumer-go ## Black-box tests on the control plane with the simulator
 	TCRED_REQUIRE_CLUSTER=1 TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm \
-	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
+	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) TCRED_CONSUMER_GO_BIN=$(CONSUMER_GO) $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python venv with Huawei's official SDK
@@ -91,10 +93,16 @@ $(VENV)/.installed: conformance/requirements.txt
 	$(VENV)/bin/pip install --quiet -r conformance/requirements.txt
 	touch $@
 
+.PHONY: consumer-go
+consumer-go: ## Huawei's Go SDK consumer (conformance/consumer-go): go test, then a static binary
+	cd conformance/consumer-go && GOTOOLCHAIN=local go test ./... \
+	  && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -o $(CONSUMER_GO) .
+
 .PHONY: conformance
-conformance: venv ## Huawei's Python SDK against the simulator
+conformance: venv consumer-go ## Huawei's Python and Go SDKs against the simulator
 	$(CARGO) build --locked --bin tcred-huawei-sim
-	TCRED_SIM_BIN=$(CURDIR)/target/debug/tcred-huawei-sim $(PYTHON) -m pytest conformance -q
+	TCRED_SIM_BIN=$(CURDIR)/target/debug/tcred-huawei-sim TCRED_CONSUMER_GO_BIN=$(CONSUMER_GO) \
+	  $(PYTHON) -m pytest conformance -q
 
 .PHONY: manifests
 manifests: ## Render deploy/tcred.yaml (the chart with defaults, for kubectl users)

@@ -1,4 +1,4 @@
-//! The `tcred` command line: `controller`, `crd`, `login`, `status`, `rotate`.
+//! The `tcred` command line: `controller`, `agent`, `crd`, `login`, `status`, `rotate`.
 
 mod controller;
 mod crd;
@@ -31,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator.
     Controller(controller::ControllerArgs),
+    /// Run the node-local credentials agent (pod identity; a DaemonSet on the host network).
+    Agent(crate::agent::AgentArgs),
     /// Print the CRDs as YAML, or write one file per CRD.
     Crd(crd::CrdArgs),
     /// Log in to IAM Identity Center for an identityCenter source (device authorization).
@@ -53,6 +55,8 @@ pub enum Error {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
+    Agent(#[from] crate::agent::Error),
+    #[error("{0}")]
     Yaml(#[from] serde_saphyr::SerializeError),
     #[error("lost the leader lease; exiting so a fresh replica can stand by")]
     LostLease,
@@ -65,6 +69,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Controller(_) => "info,kube_lease_manager=warn",
+            Command::Agent(_) => "info",
             _ => "warn",
         }
     }
@@ -72,6 +77,7 @@ impl Cli {
     pub async fn run(self) -> Result<(), Error> {
         match self.command {
             Command::Controller(args) => controller::run(args).await,
+            Command::Agent(args) => Ok(crate::agent::run(args).await?),
             Command::Crd(args) => crd::run(&args),
             Command::Login(args) => login::run(args).await,
             Command::Status(args) => status::run(args).await,

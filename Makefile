@@ -33,7 +33,7 @@ demo-down: ## Stop the demo's operator and simulator (the control plane keeps ru
 	hack/demo.sh down
 
 .PHONY: test
-test: lint deny crds-check unit cluster-up cluster-test conformance chart-test image-check ## Everything CI runs
+test: lint deny crds-check unit cluster-up node-up cluster-test conformance chart-test image-check ## Everything CI runs
 	@echo "all checks passed"
 
 # --- pieces ------------------------------------------------------------------------------------
@@ -82,8 +82,20 @@ cluster-down: ## Stop the local control plane
 cluster-status: ## Show the local control plane
 	$(CLUSTER) status
 
+.PHONY: node-up
+node-up: cluster-up ## Start the test node (containerd, kubelet, kube-scheduler; docs/rig.md). A failure is reported, not fatal
+	@hack/node.sh up || echo "node-up: the node did not start; the real-pod tests (tests/node.rs) will fail with: $$(cat target/cluster/node/failed 2>/dev/null)"
+
+.PHONY: node-down
+node-down: ## Stop the test node and remove what it left on the machine
+	hack/node.sh down
+
+.PHONY: node-status
+node-status: ## Show the test node
+	hack/node.sh status
+
 .PHONY: cluster-test
-cluster-test: cluster-up venv consumer-go ## Black-box tests on the control plane with the simulator
+cluster-test: cluster-up node-up venv consumer-go ## Black-box tests on the control plane with the simulator
 	$(CARGO) build --locked --package tcred-huawei-sim
 	TCRED_REQUIRE_CLUSTER=1 TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm \
 	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) TCRED_CONSUMER_GO_BIN=$(CONSUMER_GO) $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)

@@ -4,6 +4,7 @@
 # plus helm and a matching kubectl. Binaries are cached by version outside the repository.
 #
 #   hack/cluster.sh build    build (or find cached) binaries, print their directory
+#   hack/cluster.sh build-node   build (or find cached) kubelet and kube-scheduler (hack/node.sh)
 #   hack/cluster.sh up       start the control plane if it is not running (idempotent)
 #   hack/cluster.sh down     stop the processes this script started (by PID)
 #   hack/cluster.sh status   show what runs, where
@@ -90,6 +91,19 @@ build() {
   fi
 }
 
+# The test node's binaries (hack/node.sh), built and cached the same way.
+build_node() {
+  command -v go >/dev/null || die "Go is required (go1.26+); see README"
+  mkdir -p "$K8S_BIN"
+  local b
+  for b in kubelet kube-scheduler; do
+    if [[ ! -x "$K8S_BIN/$b" ]]; then
+      log "building $b $K8S_VERSION"
+      go_build k8s-bins "$K8S_BIN/$b" "k8s.io/kubernetes/cmd/$b" "$(k8s_ldflags)"
+    fi
+  done
+}
+
 bin_path() { printf '%s:%s:%s' "$K8S_BIN" "$ETCD_BIN" "$HELM_BIN"; }
 
 # --- certificates, tokens ----------------------------------------------------------------------
@@ -108,7 +122,9 @@ gen_pki() {
     openssl req -x509 -new -key ca.key -subj "/CN=tcred-local-ca" -days 3650 -out ca.crt 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out apiserver.key 2>/dev/null
     openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >san.ext
+    # IP:10.0.0.1 is the `kubernetes` Service's ClusterIP: pods on the test node (hack/node.sh)
+    # reach the API server there, through a forwarder on the node's bridge.
+    printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >san.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile san.ext -out apiserver.crt 2>/dev/null
     # ServiceAccount token signing pair (TokenRequest, KCM token controller)
@@ -288,6 +304,8 @@ stop_one() {
 
 down() {
   [[ -d "$STATE" ]] || return 0
+  # the test node (hack/node.sh) needs the API server to drain its pods: it goes first
+  [[ -d "$STATE/node" ]] && { "$ROOT/hack/node.sh" down || true; }
   stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
@@ -309,6 +327,7 @@ status() {
 
 case "${1:-}" in
   build) build; bin_path; echo ;;
+  build-node) build_node ;;
   up) up ;;
   down) down ;;
   status) status ;;
@@ -318,5 +337,5 @@ case "${1:-}" in
       *) echo "usage: $0 bin-dir kubernetes|etcd|helm" >&2; exit 2 ;;
     esac ;;
   env) printf 'export KUBECONFIG=%q\nexport PATH=%q:$PATH\n' "$STATE/kubeconfig" "$(bin_path)" ;;
-  *) echo "usage: $0 build|up|down|status|env|bin-dir" >&2; exit 2 ;;
+  *) echo "usage: $0 build|build-node|up|down|status|env|bin-dir" >&2; exit 2 ;;
 esac

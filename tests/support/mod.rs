@@ -3,6 +3,8 @@
 //! as real processes, and clients for the RBAC-limited tenant users.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod node;
+
 use std::{
     future::Future,
     io::{BufRead, BufReader, Write as _},

@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod podidentity;
 pub mod ratelimit;
 pub mod schedule;
 pub mod sensitive;

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub rollout_restarts: Family<NamespaceLabels, Counter>,
     pub leader: Gauge,
+    /// The credentials endpoint's (`tcred_pod_identity_*`).
+    pub pod_identity: Arc<crate::podidentity::metrics::EndpointMetrics>,
     caches: Arc<CacheCollector>,
     /// The label sets of `mints` and `rollout_restarts` in use, so the series of sources and
     /// namespaces that are gone can be removed (tenants must not grow them without bound).
@@ -148,6 +150,9 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        let pod_identity = Arc::new(crate::podidentity::metrics::EndpointMetrics::register(
+            &mut registry,
+        ));
         let caches = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
         Self {
@@ -160,6 +165,7 @@ impl Metrics {
             reconcile_errors,
             rollout_restarts,
             leader,
+            pod_identity,
             caches,
             labelled: Mutex::default(),
         }

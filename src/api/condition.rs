@@ -56,6 +56,11 @@ pub mod reasons {
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// A restart target has not opted in to restarts by this credential.
     pub const RESTART_NOT_ALLOWED: &str = "RestartNotAllowed";
+    /// A credential served to pods (`spec.podIdentity`) is issued with too short a lifetime to
+    /// keep more than the SDKs' 40-minute refresh threshold plus margin at every moment (e.g. a
+    /// permission set with a 1-hour session): it is served anyway, and SDKs fetch it again more
+    /// often near its end. Reported on the `DurationAdjusted` condition.
+    pub const LIFETIME_BELOW_SDK_THRESHOLD: &str = "LifetimeBelowSdkThreshold";
 }
 
 /// Schema for `conditions`: a list map keyed by `type`, as Kubernetes' own types declare it.

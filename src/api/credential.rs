@@ -163,6 +163,36 @@ pub struct TemporaryCredentialSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+
+    /// Serve this credential to pods of this namespace through tcred's credentials endpoint (the
+    /// pod identity provider of Huawei's SDKs), so they pick up every rotation with no restart.
+    /// Absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity: Option<PodIdentity>,
+}
+
+/// A DNS-1123 subdomain, as ServiceAccount names are.
+const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+fn service_accounts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 32,
+        "x-kubernetes-list-type": "set",
+        "items": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN_PATTERN},
+    })
+}
+
+/// Which pods may fetch the credential from the credentials endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodIdentity {
+    /// ServiceAccounts of this namespace (1 to 32 names) whose tokens, issued for tcred's audience
+    /// (`tcred.dev`), may fetch this credential. A pod opts in with the label
+    /// `tcred.dev/pod-identity: <this credential's name>`.
+    #[schemars(schema_with = "service_accounts_schema")]
+    pub service_accounts: Vec<String>,
 }
 
 /// Reference to a credential source.

@@ -1,7 +1,7 @@
 //! `tcred controller`: serve metrics and health, win the leader lease, run the controllers, and
 //! step down cleanly on SIGTERM.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use kube::Client;
 use tokio::sync::watch;
@@ -12,7 +12,9 @@ use crate::{
     controller::{self, Config, Readiness},
     leader::{Election, LeaderConfig},
     metrics::Metrics,
+    podidentity,
     server::{self, Health},
+    tls::TlsFiles,
 };
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +82,28 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,
+    /// The credentials endpoint (pod identity).
+    #[command(flatten)]
+    pub endpoint: Box<EndpointArgs>,
+}
+
+/// Flags of the credentials endpoint for Huawei's SDKs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// Address of the credentials endpoint for Huawei's SDKs (TLS, `POST
+    /// /v1/credentials/{namespace}/{name}`), served by every replica. Empty: off.
+    #[arg(long, default_value = "", env = "TCRED_CREDENTIALS_ENDPOINT_ADDRESS")]
+    pub credentials_endpoint_address: String,
+    /// PEM certificate chain of the TLS endpoints; re-read when it changes.
+    #[arg(long, env = "TCRED_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS endpoints; re-read when it changes.
+    #[arg(long, env = "TCRED_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Audience of the ServiceAccount tokens the credentials endpoint accepts; refused when the
+    /// API server itself accepts it.
+    #[arg(long, default_value = podidentity::DEFAULT_AUDIENCE, env = "TCRED_POD_IDENTITY_AUDIENCE")]
+    pub pod_identity_audience: String,
 }
 
 /// Why the controller stopped.
@@ -117,6 +141,60 @@ fn identity(args: &ControllerArgs) -> String {
     })
 }
 
+/// The credentials endpoint's options, if it is on.
+fn endpoint_options(args: &ControllerArgs) -> Result<Option<podidentity::Options>, Error> {
+    let endpoint = &args.endpoint;
+    let address = endpoint.credentials_endpoint_address.trim();
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let address: SocketAddr = address
+        .parse()
+        .map_err(|e| Error::Usage(format!("--credentials-endpoint-address {address}: {e}")))?;
+    let (Some(cert), Some(key)) = (endpoint.tls_cert_file.clone(), endpoint.tls_key_file.clone()) else {
+        return Err(Error::Usage(
+            "--credentials-endpoint-address needs --tls-cert-file and --tls-key-file".into(),
+        ));
+    };
+    let scope = podidentity::Scope {
+        namespace: args.namespace.clone(),
+        exclude_namespaces: trimmed(&args.exclude_namespaces),
+    };
+    let audience = endpoint.pod_identity_audience.trim().to_owned();
+    Ok(Some(podidentity::Options::new(
+        address,
+        TlsFiles { cert, key },
+        audience,
+        scope,
+    )))
+}
+
+/// Starts the credentials endpoint (every replica, before and independent of the lease).
+async fn start_endpoint(args: &ControllerArgs, client: &Client, metrics: &Metrics) -> Result<(), Error> {
+    let Some(options) = endpoint_options(args)? else {
+        return Ok(());
+    };
+    let usage = |e: podidentity::Error| Error::Usage(e.to_string());
+    podidentity::check_audience(client, &options.audience)
+        .await
+        .map_err(usage)?;
+    let audience = options.audience.clone();
+    let (addr, _, serve) =
+        podidentity::start(client.clone(), metrics.pod_identity.clone(), options, signalled())
+            .await
+            .map_err(usage)?;
+    info!(%addr, %audience, "serving the credentials endpoint");
+    tokio::spawn(serve);
+    Ok(())
+}
+
+fn trimmed(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
@@ -124,6 +202,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let (addr, serve) = server::bind(args.metrics_bind_address, metrics.clone(), health.clone()).await?;
     info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(serve);
+    start_endpoint(&args, &client, &metrics).await?;
     crate::webhook::spawn(&args.webhook);
     // The certificates live where the lease does: the controller's own namespace.
     let cert_namespace = args
@@ -146,12 +225,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .collect(),
-        exclude_namespaces: args
-            .exclude_namespaces
-            .iter()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect(),
+        exclude_namespaces: trimmed(&args.exclude_namespaces),
         namespace_concurrency: args.namespace_concurrency.max(1),
         min_mint_interval: Duration::from(args.min_mint_interval),
         min_credential_lifetime: Duration::from(args.min_credential_lifetime),

@@ -33,6 +33,7 @@ pub fn tc(name: &str) -> TemporaryCredential {
             service_account_name: None,
             secret: Default::default(),
             rollout_restart_targets: vec![],
+            pod_identity: None,
         },
         status: None,
     }

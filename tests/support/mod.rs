@@ -27,6 +27,8 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+pub mod podidentity;
+
 pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 pub const AGENCY: &str = "ops";
 pub const CI_BOT_AK: &str = "HPUACIBOT00000000001";

@@ -458,6 +458,9 @@ check "webhook: kube-system and the release namespace excluded" equals \
 check "controller: credentials and webhook ports, TLS Secret mounted (optional), certificates managed" equals \
   "$(jp "deployment/$REL_PI" "$NS_PI" '{.spec.template.spec.containers[0].ports[1].containerPort} {.spec.template.spec.containers[0].ports[2].containerPort} {.spec.template.spec.volumes[0].secret.secretName} {.spec.template.spec.volumes[0].secret.optional} {.spec.template.spec.containers[0].env[?(@.name=="TCRED_MANAGE_CERTIFICATES")].value}')" \
   "8443 9443 $REL_PI-tls true true"
+check "a bootstrap serving Secret exists before the leader writes its own (kept by Helm)" equals \
+  "$(jp "secret/$REL_PI-tls" "$NS_PI" '{.type} {.metadata.annotations.helm\.sh/resource-policy}') $(jp "secret/$REL_PI-tls" "$NS_PI" '{.data.tls\.crt}' | base64 -d | head -1)" \
+  "kubernetes.io/tls keep -----BEGIN CERTIFICATE-----"
 SA=$REL_PI SA_NS=$NS_PI
 check "controller can create TokenReviews" can_i create tokenreviews.authentication.k8s.io
 check "controller can get and patch its own webhook configuration only" bash -c \

@@ -365,6 +365,52 @@ async fn a_standby_replica_serves_too() {
     .await;
 }
 
+/// A replica whose certificate files do not exist yet (tcred's own certificates are written by
+/// the leader) keeps running and serves once they appear, instead of exiting.
+#[tokio::test]
+async fn the_endpoint_waits_for_certificate_files_that_appear_later() {
+    with_namespace("pid-late-tls", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        let tls = TlsPair::generate("pid-late-tls");
+        let hide =
+            |p: &std::path::Path| p.with_file_name(format!("later-{}", p.file_name().unwrap().display()));
+        std::fs::rename(&tls.cert, hide(&tls.cert)).expect("hide cert");
+        std::fs::rename(&tls.key, hide(&tls.key)).expect("hide key");
+        let op = start_operator("pid-late-tls", &tls, scoped(&ns)).await;
+        served_credential(&client, &ns, &sim).await;
+        let token = token(&client, &ns, "app", &[AUDIENCE], None).await;
+        let url = format!("{}/v1/credentials/{ns}/billing", op.endpoint.base);
+        let early = op.endpoint.client.post(&url).body("{}").send().await;
+        assert!(
+            early.is_err(),
+            "nothing is served without a certificate: {early:?}"
+        );
+
+        std::fs::rename(hide(&tls.key), &tls.key).expect("key appears");
+        std::fs::rename(hide(&tls.cert), &tls.cert).expect("cert appears");
+        // The replica looks for the files every few seconds; until then the port is closed.
+        wait_for(TIMEOUT, "the endpoint listens", || async {
+            op.endpoint
+                .client
+                .post(&url)
+                .body("{}")
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        let a = wait_status(&op.endpoint, &ns, "billing", &token, 200).await;
+        assert!(a.body["credentials"]["accessKeyId"].is_string());
+        assert!(op.operator.logs().contains("waits for its certificate files"));
+        assert!(
+            op.operator.metrics().await.contains("tcred_leader"),
+            "the replica kept running"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_controller_refuses_an_audience_the_api_server_accepts() {
     let client = admin().await;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use kube::Client;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use super::error::Error;
 use crate::{
@@ -170,19 +170,44 @@ fn endpoint_options(args: &ControllerArgs) -> Result<Option<podidentity::Options
 }
 
 /// Starts the credentials endpoint (every replica, before and independent of the lease).
+/// Starts the credentials endpoint when it is configured. A bad audience or flag stops the
+/// controller; certificate files that do not exist yet (tcred's own certificates are written by
+/// the leader, which this replica may be about to become) are waited for in the background.
 async fn start_endpoint(args: &ControllerArgs, client: &Client, metrics: &Metrics) -> Result<(), Error> {
     let Some(options) = endpoint_options(args)? else {
         return Ok(());
     };
-    let usage = |e: podidentity::Error| Error::Usage(e.to_string());
     podidentity::check_audience(client, &options.audience)
         .await
-        .map_err(usage)?;
-    let audience = options.audience.clone();
-    let (addr, _, serve) =
-        podidentity::start(client.clone(), metrics.pod_identity.clone(), options, signalled())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (client, metrics) = (client.clone(), metrics.pod_identity.clone());
+    if options.tls.load().is_ok() {
+        return serve_endpoint(client, metrics, options)
             .await
-            .map_err(usage)?;
+            .map_err(|e| Error::Usage(e.to_string()));
+    }
+    tokio::spawn(async move {
+        while let Err(error) = options.tls.load() {
+            warn!(%error, "the credentials endpoint waits for its certificate files");
+            tokio::time::sleep(ENDPOINT_FILES_RETRY).await;
+        }
+        if let Err(error) = serve_endpoint(client, metrics, options).await {
+            error!(%error, "the credentials endpoint cannot start");
+        }
+    });
+    Ok(())
+}
+
+/// How often a replica whose certificate files are missing looks for them again.
+const ENDPOINT_FILES_RETRY: Duration = Duration::from_secs(5);
+
+async fn serve_endpoint(
+    client: Client,
+    metrics: Arc<podidentity::metrics::EndpointMetrics>,
+    options: podidentity::Options,
+) -> Result<(), podidentity::Error> {
+    let audience = options.audience.clone();
+    let (addr, _, serve) = podidentity::start(client, metrics, options, signalled()).await?;
     info!(%addr, %audience, "serving the credentials endpoint");
     tokio::spawn(serve);
     Ok(())

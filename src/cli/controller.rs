@@ -220,6 +220,33 @@ fn trimmed(list: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The controller's own namespace: where its Lease and its generated certificates live.
+fn own_namespace(args: &ControllerArgs) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into())
+}
+
+fn config(args: &ControllerArgs) -> Config {
+    Config {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency.max(1),
+        mint_rate: args.mint_rate,
+        mint_burst: args.mint_burst,
+        session_warning: Duration::from(args.session_warning),
+        mint_rate_total: args.mint_rate_total,
+        mint_burst_total: args.mint_burst_total,
+        allowed_endpoint_hosts: trimmed(&args.allowed_endpoint_hosts),
+        exclude_namespaces: trimmed(&args.exclude_namespaces),
+        namespace_concurrency: args.namespace_concurrency.max(1),
+        min_mint_interval: Duration::from(args.min_mint_interval),
+        min_credential_lifetime: Duration::from(args.min_credential_lifetime),
+    }
+}
+
+/// Serves metrics and health, the credentials endpoint and the webhook (every replica), then
+/// runs the controllers: at once without leader election, or once this replica leads.
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
@@ -229,36 +256,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     tokio::spawn(serve);
     start_endpoint(&args, &client, &metrics).await?;
     crate::webhook::spawn(&args.webhook);
-    // The certificates live where the lease does: the controller's own namespace.
-    let cert_namespace = args
-        .leader_election_namespace
-        .as_deref()
-        .or(args.namespace.as_deref());
-    let cert_namespace = cert_namespace.unwrap_or("default").to_owned();
-
-    let config = Config {
-        namespace: args.namespace.clone(),
-        concurrency: args.concurrency.max(1),
-        mint_rate: args.mint_rate,
-        mint_burst: args.mint_burst,
-        session_warning: Duration::from(args.session_warning),
-        mint_rate_total: args.mint_rate_total,
-        mint_burst_total: args.mint_burst_total,
-        allowed_endpoint_hosts: args
-            .allowed_endpoint_hosts
-            .iter()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect(),
-        exclude_namespaces: trimmed(&args.exclude_namespaces),
-        namespace_concurrency: args.namespace_concurrency.max(1),
-        min_mint_interval: Duration::from(args.min_mint_interval),
-        min_credential_lifetime: Duration::from(args.min_credential_lifetime),
-    };
+    let config = config(&args);
     let id = identity(&args);
-
     if !args.leader_elect {
-        crate::webhook::spawn_certificates(&args.webhook, client.clone(), &cert_namespace);
+        crate::webhook::spawn_certificates(&args.webhook, client.clone(), &own_namespace(&args));
         metrics.leader.set(1);
         let stop = async {
             signalled().await;
@@ -267,13 +268,21 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         controller::run(client, config, metrics, Some(id), health, stop).await?;
         return Ok(());
     }
+    lead(&args, client, config, metrics, health, id).await
+}
 
+/// Waits for the leader lease, runs the controllers while it is held, and steps down on a
+/// signal (releasing the lease) or exits when the lease is lost.
+async fn lead(
+    args: &ControllerArgs,
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    id: String,
+) -> Result<(), Error> {
     let lease = LeaderConfig {
-        namespace: args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| args.namespace.clone())
-            .unwrap_or_else(|| "default".into()),
+        namespace: own_namespace(args),
         lease_name: args.leader_election_id.clone(),
         identity: id.clone(),
         duration_seconds: args.lease_duration_seconds,
@@ -291,7 +300,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         acquired = election.acquired() => acquired?,
     }
     info!(identity = %id, "acquired the leader lease");
-    crate::webhook::spawn_certificates(&args.webhook, client.clone(), &cert_namespace);
+    crate::webhook::spawn_certificates(&args.webhook, client.clone(), &lease.namespace);
     metrics.leader.set(1);
     health.set_ready(false);
 

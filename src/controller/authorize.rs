@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 use crate::api::{
     AllowedNamespaces, SecretSpec, SourceKind, SourceLimits, SourceMode, SourceView, TemporaryCredentialSpec,
@@ -344,29 +345,12 @@ fn within_limits(
     Ok(())
 }
 
-/// Kubernetes label selector semantics: every matchLabels pair and every expression must hold.
-/// An empty selector matches everything, as in Kubernetes.
+/// Kubernetes label selector semantics (kube's own `Selector`): every matchLabels pair and every
+/// expression must hold; `In`/`NotIn` without values and unknown operators are errors. An empty
+/// selector matches everything, as in Kubernetes.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-    for (k, v) in sel.match_labels.iter().flatten() {
-        if labels.get(k) != Some(v) {
-            return Ok(false);
-        }
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.as_deref().unwrap_or_default();
-        let actual = labels.get(&e.key);
-        let ok = match e.operator.as_str() {
-            "In" => actual.is_some_and(|a| values.contains(a)),
-            "NotIn" => actual.is_none_or(|a| !values.contains(a)),
-            "Exists" => actual.is_some(),
-            "DoesNotExist" => actual.is_none(),
-            other => return Err(format!("unknown operator {other:?}")),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let selector = Selector::try_from(sel.clone()).map_err(|e| e.to_string())?;
+    Ok(selector.matches(labels))
 }
 
 #[cfg(test)]
@@ -666,6 +650,16 @@ mod tests {
         assert_eq!(selector_matches(&expr("DoesNotExist", &[]), &labels), Ok(false));
         assert!(selector_matches(&expr("Near", &[]), &labels).is_err());
         assert_eq!(selector_matches(&LabelSelector::default(), &labels), Ok(true));
+        // `In` without values is refused by Kubernetes; so it is here, rather than matching nothing.
+        let no_values = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "In".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        };
+        assert!(selector_matches(&no_values, &labels).is_err());
     }
 
     const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";

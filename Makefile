@@ -39,9 +39,10 @@ test: lint deny crds-check unit cluster-up node-up cluster-test conformance char
 # --- pieces ------------------------------------------------------------------------------------
 
 .PHONY: lint
-lint: ## rustfmt and clippy (warnings are errors) over the workspace: operator and simulator
+lint: ## rustfmt, clippy (warnings are errors) and the architecture check over the workspace
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	python3 hack/arch_check.py .
 
 # cargo-deny, pinned; installed once (about 25 minutes cold on a busy 2-core machine, nothing when
 # present). Advisories are not checked: their database cannot be fetched here (deny.toml).

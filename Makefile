@@ -99,7 +99,7 @@ node-status: ## Show the test node
 cluster-test: cluster-up node-up venv consumer-go ## Black-box tests on the control plane with the simulator
 	$(CARGO) build --locked --package tcred-huawei-sim
 	TCRED_REQUIRE_CLUSTER=1 TCRED_KUBECTL=$(K8S_BIN)/kubectl TCRED_HELM=$(shell $(CLUSTER) bin-dir helm)/helm \
-	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) TCRED_CONSUMER_GO_BIN=$(CONSUMER_GO) $(CARGO) test --locked --test '*' -- --test-threads=$(TEST_THREADS)
+	  TCRED_PYTHON=$(CURDIR)/$(PYTHON) TCRED_CONSUMER_GO_BIN=$(CONSUMER_GO) $(CARGO) test --locked --no-fail-fast --test '*' -- --test-threads=$(TEST_THREADS)
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python venv with Huawei's official SDK

@@ -60,19 +60,39 @@ pub fn log_dir(test: &str) -> PathBuf {
 /// Without a local control plane, a plain `cargo test` runs the unit tests and skips the cluster
 /// tests with one line saying how to run them; under `make test` (which sets
 /// `TCRED_REQUIRE_CLUSTER`) a missing control plane is a failure, never a skip.
-fn skip_without_control_plane(kubeconfig: &Path) {
-    if kubeconfig.exists() || std::env::var_os("TCRED_REQUIRE_CLUSTER").is_some() {
+pub fn skip_without_control_plane(kubeconfig: &Path) {
+    if std::env::var_os("TCRED_REQUIRE_CLUSTER").is_some() {
         return;
     }
+    let why = match control_plane_running(kubeconfig) {
+        Ok(()) => return,
+        Err(why) => why,
+    };
     // Straight to the process's stderr: the test harness captures `eprintln!`, and the process
     // ends here, before captured output would be shown.
     let _ = writeln!(
         std::io::stderr(),
-        "skipping the cluster tests of this file: no local control plane ({} is missing); \
-         run them with `make cluster-up` then `cargo test`, or everything with `make test`",
-        kubeconfig.display()
+        "skipping the cluster tests of this file: no local control plane ({why}); \
+         run them with `make cluster-up` then `cargo test`, or everything with `make test`"
     );
     std::process::exit(0);
+}
+
+/// Whether the local control plane is there and listening: a kubeconfig left behind by a stopped
+/// one (`make cluster-down`) does not count.
+fn control_plane_running(kubeconfig: &Path) -> Result<(), String> {
+    if !kubeconfig.exists() {
+        return Err(format!("{} is missing", kubeconfig.display()));
+    }
+    let port_file = cluster_dir().join("apiserver.port");
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| format!("{} is missing", port_file.display()))?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(drop)
+        .map_err(|_| format!("nothing listens on {addr}: it was stopped"))
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Client {

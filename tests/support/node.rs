@@ -26,8 +26,10 @@ fn node_dir() -> PathBuf {
 }
 
 impl Node {
-    /// The running node, or a panic naming why there is none (never a skip).
+    /// The running node, or a panic naming why there is none. The only skip is the one every
+    /// cluster test makes: a plain `cargo test` with no control plane at all.
     pub fn get() -> Self {
+        super::skip_without_control_plane(&super::admin_kubeconfig());
         let dir = node_dir();
         if let Ok(reason) = std::fs::read_to_string(dir.join("failed")) {
             panic!("the test node did not start: {}", reason.trim());

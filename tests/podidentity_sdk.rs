@@ -16,7 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kube::{Api, Client, api::DeleteParams};
 use sdk::*;
 use serde_json::{Value, json};
-use support::*;
+use support::{
+    podidentity::{service_account, token_for},
+    *,
+};
 
 /// Issued lifetime at the simulator: short, so that rotations come every few tens of seconds. Far
 /// below the SDKs' 40-minute refresh threshold, so every signed call fetches from the agent (which
@@ -42,7 +45,7 @@ async fn rig(test: &str, client: &Client, ns: &str) -> Rig {
     sim.set_lifetime(Some(LIFETIME_SECONDS)).await;
     access_key_source(client, ns, "ci", &sim).await;
     for sa in ["app", "other"] {
-        create_service_account(client, ns, sa).await;
+        service_account(client, ns, sa).await;
     }
     let pod_identity = json!({"podIdentity": {"serviceAccounts": ["app"]}});
     apply(client, agency_credential(ns, "app-creds", "ci", pod_identity)).await;
@@ -146,7 +149,10 @@ async fn run_until_rotated(
                 .collect::<Vec<_>>()
         );
         if last_token.elapsed() >= TOKEN_ROTATION {
-            write_token_file(token_file, &sa_token(client, ns, "app", AUDIENCE, 600).await);
+            write_token_file(
+                token_file,
+                &token_for(client, ns, "app", &[AUDIENCE], None, 600).await,
+            );
             last_token = Instant::now();
             token_rotations += 1;
         }
@@ -161,7 +167,7 @@ async fn huaweis_python_and_go_sdks_keep_one_client_across_rotations_through_the
         let uri = rig.agent.credentials_uri(&ns, "app-creds");
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
-        let first_token = sa_token(&client, &ns, "app", AUDIENCE, 600).await;
+        let first_token = token_for(&client, &ns, "app", &[AUDIENCE], None, 600).await;
         write_token_file(&token_file, &first_token);
         let served = wait_served(&uri, &first_token).await;
         let java = java_sdk_check(&served);
@@ -234,25 +240,25 @@ async fn huaweis_python_and_go_sdks_keep_one_client_across_rotations_through_the
 #[tokio::test]
 async fn a_resigned_token_is_judged_by_the_api_server_only_on_its_times() {
     with_namespace("podidentity-resigned-token", |client, ns| async move {
-        create_service_account(&client, &ns, "app").await;
-        let token = sa_token(&client, &ns, "app", AUDIENCE, 600).await;
+        service_account(&client, &ns, "app").await;
+        let token = token_for(&client, &ns, "app", &[AUDIENCE], None, 600).await;
         assert!(
-            token_review(&client, &token, AUDIENCE).await,
+            token_review(&client, &token, Some(AUDIENCE)).await,
             "the TokenRequest token"
         );
         assert!(
-            !token_review(&client, &token, "sts.huaweicloud").await,
+            !token_review(&client, &token, Some("sts.huaweicloud")).await,
             "only for its audience"
         );
         let now = now_unix();
         let current = resigned_with_times(&token, now - 60, now + 600);
         assert!(
-            token_review(&client, &current, AUDIENCE).await,
+            token_review(&client, &current, Some(AUDIENCE)).await,
             "re-signed with current times"
         );
         let expired = resigned_with_times(&token, now - 7200, now - 3600);
         assert!(
-            !token_review(&client, &expired, AUDIENCE).await,
+            !token_review(&client, &expired, Some(AUDIENCE)).await,
             "re-signed with past times"
         );
     })
@@ -283,18 +289,18 @@ async fn the_agent_refuses_another_account_a_wrong_audience_an_expired_token_and
         .await;
         let uri = rig.agent.credentials_uri(&ns, "app-creds");
         let keep = rig.agent.credentials_uri(&ns, "keep-creds");
-        let token = sa_token(&client, &ns, "app", AUDIENCE, 600).await;
+        let token = token_for(&client, &ns, "app", &[AUDIENCE], None, 600).await;
         wait_served(&uri, &token).await;
         wait_served(&keep, &token).await;
 
-        let other = sa_token(&client, &ns, "other", AUDIENCE, 600).await;
+        let other = token_for(&client, &ns, "other", &[AUDIENCE], None, 600).await;
         assert_refused(
             "another ServiceAccount",
             fetch_credentials(&uri, &other).await,
             403,
             "Forbidden",
         );
-        let wrong_audience = sa_token(&client, &ns, "app", "sts.huaweicloud", 600).await;
+        let wrong_audience = token_for(&client, &ns, "app", &["sts.huaweicloud"], None, 600).await;
         assert_refused(
             "wrong audience",
             fetch_credentials(&uri, &wrong_audience).await,

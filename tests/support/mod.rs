@@ -1022,11 +1022,17 @@ pub async fn apiserver_issuer(client: &Client) -> String {
 /// Whether the API server accepts `token` as its own: a TokenReview naming no audiences (so the
 /// API server checks against its own).
 pub async fn token_accepted(client: &Client, token: &str) -> bool {
+    token_review(client, token, None).await
+}
+
+/// Whether the API server authenticates `token` for `audience` (a TokenReview; `None`: the API
+/// server's own audiences).
+pub async fn token_review(client: &Client, token: &str, audience: Option<&str>) -> bool {
     use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.to_owned(),
-            audiences: None,
+            audiences: audience.map(|a| vec![a.to_owned()]),
         },
         ..Default::default()
     };

@@ -144,8 +144,8 @@ pub async fn service_account(client: &Client, ns: &str, name: &str) {
         .expect("create ServiceAccount");
 }
 
-/// A TokenRequest token of `ns/sa` for `audiences` (empty: the API server's own), optionally
-/// bound to an object that invalidates it when deleted.
+/// A TokenRequest token of `ns/sa` for `audiences` (empty: the API server's own), valid an hour,
+/// optionally bound to an object that invalidates it when deleted.
 pub async fn token(
     client: &Client,
     ns: &str,
@@ -153,10 +153,22 @@ pub async fn token(
     audiences: &[&str],
     bound: Option<BoundObjectReference>,
 ) -> String {
+    token_for(client, ns, sa, audiences, bound, 3600).await
+}
+
+/// [`token`] valid `seconds` (the API server's minimum is 600).
+pub async fn token_for(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    audiences: &[&str],
+    bound: Option<BoundObjectReference>,
+    seconds: i64,
+) -> String {
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(seconds),
             bound_object_ref: bound,
         }),
         ..Default::default()

@@ -12,20 +12,12 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::ServiceAccount,
-};
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
 use serde_json::Value;
 
 use crate::support::{admin_kubeconfig, cluster_dir, free_port, log_dir, wait_for};
 
 /// The audience of tcred's credentials endpoint (`--pod-identity-audience`'s default).
-pub const AUDIENCE: &str = "tcred.dev";
+pub use super::podidentity::AUDIENCE;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -114,39 +106,6 @@ pub fn tls_for_loopback() -> Tls {
 
 // === ServiceAccount tokens ===
 
-pub async fn create_service_account(client: &Client, ns: &str, name: &str) {
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("create ServiceAccount");
-}
-
-/// A TokenRequest token of `ns/sa` for `audience`, valid `seconds` (the API server's minimum is 600).
-pub async fn sa_token(client: &Client, ns: &str, sa: &str, audience: &str, seconds: i64) -> String {
-    let req = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_owned()]),
-            expiration_seconds: Some(seconds),
-            bound_object_ref: None,
-        }),
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &req)
-        .await
-        .expect("TokenRequest")
-        .status
-        .and_then(|s| s.token)
-        .expect("TokenRequest token")
-}
-
 /// `token` with its claims kept but its validity moved to `[iat, exp]` (Unix seconds), re-signed
 /// with the local control plane's ServiceAccount key (ES256, `target/cluster/pki/sa.key`): a token
 /// the API server would accept but for those times. Only the test rig holds that key.
@@ -190,25 +149,6 @@ pub fn resigned_with_times(token: &str, iat: i64, exp: i64) -> String {
     // JWS ES256 is the fixed-size r||s signature, which is what this algorithm produces.
     let sig = key.sign(&rng, signing_input.as_bytes()).expect("sign");
     format!("{signing_input}.{}", b64.encode(sig.as_ref()))
-}
-
-/// Whether the API server authenticates `token` for `audience` (a TokenReview).
-pub async fn token_review(client: &Client, token: &str, audience: &str) -> bool {
-    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-    let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: token.to_owned(),
-            audiences: Some(vec![audience.to_owned()]),
-        },
-        ..Default::default()
-    };
-    Api::<TokenReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .expect("TokenReview")
-        .status
-        .and_then(|s| s.authenticated)
-        .unwrap_or(false)
 }
 
 /// Replaces the token file in one step, as the kubelet swaps a projected volume: a reader never

@@ -27,7 +27,8 @@ impl Rate {
         Self { per_second, burst }
     }
 
-    fn limited(self) -> bool {
+    /// Whether the rate limits anything (a rate ≤ 0 or NaN disables it).
+    pub fn limited(self) -> bool {
         self.per_second.is_finite() && self.per_second > 0.0
     }
 
@@ -50,25 +51,31 @@ struct State {
     total: Option<Bucket>,
 }
 
+/// One token bucket; the rate is passed in, so the bucket is only its level and time. Shared
+/// with the credentials endpoint's limits (`podidentity::limits`), which refuse instead of waiting.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn full(rate: Rate, now: Instant) -> Self {
+    pub(crate) fn full(rate: Rate, now: Instant) -> Self {
         Self {
             tokens: rate.burst(),
             at: now,
         }
     }
 
-    /// Refills to `now`, takes a token (possibly in advance) and returns the wait before using it.
-    fn take(&mut self, rate: Rate, now: Instant) -> Duration {
+    fn refill(&mut self, rate: Rate, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst());
         self.at = now;
+    }
+
+    /// Refills to `now`, takes a token (possibly in advance) and returns the wait before using it.
+    fn take(&mut self, rate: Rate, now: Instant) -> Duration {
+        self.refill(rate, now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
@@ -77,8 +84,24 @@ impl Bucket {
         }
     }
 
+    /// Refills to `now` and takes a token if one is there, never in advance.
+    pub(crate) fn try_take(&mut self, rate: Rate, now: Instant) -> bool {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When a token was last taken (or the bucket made).
+    pub(crate) fn last_used(&self) -> Instant {
+        self.at
+    }
+
     /// Whether the bucket would be full by `now`: forgetting it changes nothing.
-    fn idle(&self, rate: Rate, now: Instant) -> bool {
+    pub(crate) fn idle(&self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens + elapsed * rate.per_second >= rate.burst()
     }

@@ -4,51 +4,11 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
+use crate::ratelimit::Bucket;
 pub use crate::ratelimit::Rate;
 
 /// Per-key buckets kept at most; beyond it, full (idle) buckets go first, then the oldest.
 pub const MAX_KEYS: usize = 16 * 1024;
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(rate: Rate, now: Instant) -> Self {
-        Self {
-            tokens: burst(rate),
-            at: now,
-        }
-    }
-
-    /// Refills for the time passed, then takes one token if there is one.
-    fn take(&mut self, rate: Rate, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate.per_second).min(burst(rate));
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn is_full(&self, rate: Rate, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens + elapsed * rate.per_second >= burst(rate)
-    }
-}
-
-fn burst(rate: Rate) -> f64 {
-    f64::from(rate.burst.max(1))
-}
-
-fn limited(rate: Rate) -> bool {
-    rate.per_second.is_finite() && rate.per_second > 0.0
-}
 
 /// One bucket shared by every caller.
 #[derive(Debug)]
@@ -67,13 +27,13 @@ impl Shared {
 
     /// Takes one token; `false` means over the limit.
     pub fn try_take(&self) -> bool {
-        if !limited(self.rate) {
+        if !self.rate.limited() {
             return true;
         }
         let now = Instant::now();
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         b.get_or_insert_with(|| Bucket::full(self.rate, now))
-            .take(self.rate, now)
+            .try_take(self.rate, now)
     }
 }
 
@@ -100,7 +60,7 @@ impl Keyed {
 
     /// Takes one token from `key`'s bucket; `false` means over the limit.
     pub fn try_take(&self, key: &[u8; 32]) -> bool {
-        if !limited(self.rate) {
+        if !self.rate.limited() {
             return true;
         }
         let now = Instant::now();
@@ -111,14 +71,14 @@ impl Keyed {
         buckets
             .entry(*key)
             .or_insert_with(|| Bucket::full(self.rate, now))
-            .take(self.rate, now)
+            .try_take(self.rate, now)
     }
 
     /// Drops the full buckets (forgetting them changes nothing); if none is full, the oldest.
     fn evict(&self, buckets: &mut HashMap<[u8; 32], Bucket>, now: Instant) {
-        buckets.retain(|_, b| !b.is_full(self.rate, now));
+        buckets.retain(|_, b| !b.idle(self.rate, now));
         if buckets.len() >= self.max_keys {
-            let oldest = buckets.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| *k);
+            let oldest = buckets.iter().min_by_key(|(_, b)| b.last_used()).map(|(k, _)| *k);
             if let Some(k) = oldest {
                 buckets.remove(&k);
             }

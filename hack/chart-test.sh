@@ -284,6 +284,7 @@ check "operator can watch secrets cluster-wide" can_i watch secrets -A
 check "by default the operator cannot create ServiceAccount tokens" cannot_i create serviceaccounts --subresource=token -n default
 check "by default the operator cannot read ServiceAccounts" cannot_i get serviceaccounts -n default
 check "by default the operator cannot create TokenReviews" cannot_i create tokenreviews.authentication.k8s.io
+check "by default the operator cannot patch Argo Rollouts" cannot_i patch rollouts.argoproj.io -n default
 check "by default the operator cannot patch or list workloads" bash -c \
   "! '$KUBECTL' auth can-i patch deployments.apps -n default --as=system:serviceaccount:$NS:$SA && ! '$KUBECTL' auth can-i list statefulsets.apps -n default --as=system:serviceaccount:$NS:$SA && ! '$KUBECTL' auth can-i patch daemonsets.apps -n default --as=system:serviceaccount:$NS:$SA"
 check "operator can patch credential status" can_i patch temporarycredentials.tcred.dev --subresource=status -n default
@@ -323,6 +324,7 @@ eventually 30 "a credential the ClusterCredentialSource does not allow is refuse
 # --- 5. upgrade ----------------------------------------------------------------------------------
 
 UPGRADE=replicaCount=3,logLevel=debug,rbac.webIdentity.enabled=true,rbac.rolloutRestarts.enabled=true
+UPGRADE+=,rbac.rolloutRestarts.argoRollouts=true
 UPGRADE+=",controller.allowedEndpointHosts={sts.example.com},controller.excludeNamespaces={team-scoped}"
 step "helm upgrade $REL --set $UPGRADE"
 OLD_TEMPLATE=$(jp "$DEPLOY" "$NS" '{.metadata.generation}')
@@ -335,6 +337,8 @@ check "rbac.webIdentity: still no ServiceAccount writes" cannot_i update service
 check "rbac.rolloutRestarts: the operator can patch deployments" can_i patch deployments.apps -n default
 check "rbac.rolloutRestarts: the operator can list statefulsets (selectors)" can_i list statefulsets.apps -n default
 check "rbac.rolloutRestarts: still no workload deletes" cannot_i delete deployments.apps -n default
+check "rbac.rolloutRestarts.argoRollouts: the operator can patch Rollouts" can_i patch rollouts.argoproj.io -n default
+check "rbac.rolloutRestarts.argoRollouts: still no Rollout deletes" cannot_i delete rollouts.argoproj.io -n default
 check "args carry the allowlist and the excluded namespaces" equals \
   "$(jp "$DEPLOY" "$NS" '{.spec.template.spec.containers[0].args}')" \
   '["controller","--allowed-endpoint-hosts=sts.example.com","--exclude-namespaces=team-scoped"]'

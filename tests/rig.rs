@@ -94,6 +94,7 @@ async fn the_simulator_rejects_unknown_keys_and_bad_signatures_and_enforces_dura
                 session_name: "rig",
                 duration_seconds: duration,
                 policy: None,
+                audit: &Default::default(),
             };
             sts::assume_agency(&http, &sts_url, &key, &r).await
         }

@@ -49,6 +49,11 @@ pub async fn stats(State(sim): State<SharedSim>) -> Json<Value> {
     }))
 }
 
+/// Every STS session issued (newest last), with its source identity and session tags.
+pub async fn sessions(State(sim): State<SharedSim>) -> Json<Value> {
+    Json(json!(lock(&sim.stats).sessions))
+}
+
 pub async fn reset_stats(State(sim): State<SharedSim>) -> Json<Value> {
     lock(&sim.stats).reset_counters();
     Json(json!({"ok": true}))

@@ -214,6 +214,10 @@ pub struct Received {
     pub refresh_tokens: VecDeque<String>,
     /// `client_secret` of every CreateToken / StartDeviceAuthorization request that had one.
     pub client_secrets: VecDeque<String>,
+    /// The attribution every AssumeAgency / AssumeAgencyWithOIDC request carried, as sent (also
+    /// requests then failed by an injected fault or refused): `{operation, agencyUrn,
+    /// sessionName, sourceIdentity, tags, transitiveTagKeys}`, absent fields `null`.
+    pub assume_requests: VecDeque<Value>,
 }
 
 fn push(list: &mut VecDeque<String>, value: &str) {
@@ -230,6 +234,20 @@ impl Received {
             return;
         };
         let field = |name: &str| doc.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+        if matches!(op, Operation::AssumeAgency | Operation::AssumeAgencyWithOidc) {
+            let raw = |name: &str| doc.get(name).cloned().unwrap_or(Value::Null);
+            if self.assume_requests.len() >= RECEIVED_CAPACITY {
+                self.assume_requests.pop_front();
+            }
+            self.assume_requests.push_back(serde_json::json!({
+                "operation": op.name(),
+                "agencyUrn": raw("agency_urn"),
+                "sessionName": raw("agency_session_name"),
+                "sourceIdentity": raw("source_identity"),
+                "tags": raw("tags"),
+                "transitiveTagKeys": raw("transitive_tag_keys"),
+            }));
+        }
         match op {
             Operation::AssumeAgencyWithOidc => {
                 if let Some(t) = field("id_token") {
@@ -258,7 +276,10 @@ impl Received {
     pub fn wants_body(op: Operation) -> bool {
         matches!(
             op,
-            Operation::AssumeAgencyWithOidc | Operation::CreateToken | Operation::StartDeviceAuthorization
+            Operation::AssumeAgency
+                | Operation::AssumeAgencyWithOidc
+                | Operation::CreateToken
+                | Operation::StartDeviceAuthorization
         )
     }
 

@@ -72,6 +72,7 @@ pub fn router(sim: SharedSim) -> Router {
         .route("/control/stats", get(control::stats))
         .route("/control/reset-stats", post(control::reset_stats))
         .route("/control/events", get(control::events))
+        .route("/control/sessions", get(control::sessions))
         .route(
             "/control/faults",
             get(control::get_faults).put(control::put_faults),

@@ -316,6 +316,24 @@ pub struct Event {
 
 pub const EVENT_LOG_CAPACITY: usize = 10_000;
 
+/// One STS session the simulator issued, with the attribution its request carried
+/// (`GET /control/sessions`): what Huawei's trace service (CTS) would record for the key.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub operation: &'static str,
+    pub access_key_id: String,
+    pub agency_urn: String,
+    pub session_name: String,
+    pub source_identity: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub transitive_tag_keys: Vec<String>,
+    pub expires_at: String,
+}
+
+/// How many issued sessions `GET /control/sessions` keeps (oldest dropped first).
+pub const SESSION_LOG_CAPACITY: usize = 1_000;
+
 #[derive(Debug, Default)]
 pub struct Stats {
     pub mints_total: u64,
@@ -324,6 +342,7 @@ pub struct Stats {
     pub by_operation: BTreeMap<&'static str, u64>,
     pub events: VecDeque<Event>,
     pub last_seq: u64,
+    pub sessions: VecDeque<SessionRecord>,
 }
 
 impl Stats {
@@ -344,6 +363,13 @@ impl Stats {
             status,
             agency_urn: minted,
         });
+    }
+
+    pub fn record_session(&mut self, session: SessionRecord) {
+        if self.sessions.len() == SESSION_LOG_CAPACITY {
+            self.sessions.pop_front();
+        }
+        self.sessions.push_back(session);
     }
 
     /// Counters go back to zero; the event log and its sequence numbers carry on so a reader

@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::auth::{self, Caller, Received};
 use crate::error::{ApiError, code};
 use crate::jwt::{JwtError, subject_matches};
+use crate::lock::lock;
 use crate::middleware::Minted;
-use crate::state::{AgencyInfo, Issued, SharedSim, stable_id};
+use crate::state::{AgencyInfo, Issued, SessionRecord, SharedSim, stable_id};
 
 pub const MIN_DURATION: i64 = 900;
 pub const MAX_DURATION: i64 = 43_200;
@@ -29,6 +30,9 @@ struct AssumeBody {
     duration_seconds: Option<i64>,
     policy: Option<String>,
     source_identity: Option<String>,
+    /// Kept raw: a tag whose value is `null` or not a string is Huawei's 400, not a parse error.
+    tags: Option<Vec<serde_json::Value>>,
+    transitive_tag_keys: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +43,94 @@ struct AssumeOidcBody {
     id_token: Option<String>,
     duration_seconds: Option<i64>,
     policy: Option<String>,
+    /// Not AssumeAgencyWithOIDC fields (its tags come from the ID token): refused when present,
+    /// so a client that believes otherwise finds out here.
+    source_identity: Option<serde_json::Value>,
+    tags: Option<serde_json::Value>,
+    transitive_tag_keys: Option<serde_json::Value>,
+}
+
+/// Session tags: at most 20, and at most 20 transitive keys (docs/simulator.md#sts).
+pub const MAX_SESSION_TAGS: usize = 20;
+
+/// The attribution an AssumeAgency call carried, once validated.
+#[derive(Debug, Default, PartialEq)]
+pub struct Attribution {
+    pub source_identity: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub transitive_tag_keys: Vec<String>,
+}
+
+/// 2..64 characters of `[\w+=,.@-]`.
+pub fn valid_source_identity(s: &str) -> bool {
+    (2..=64).contains(&s.chars().count())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+}
+
+/// IAM's tag characters: letters, digits, spaces and `_.:/=+-@` (the simulator's reading of
+/// Huawei's tag rules).
+fn tag_chars(s: &str) -> bool {
+    s.chars().all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c))
+}
+
+/// Huawei's session tag rules (huawei-cloud-api.md §6.1): at most 20 tags, keys 1..128 not
+/// starting with `_sys_` and not repeated, values 0..255 strings (never null); at most 20
+/// transitive keys, each naming a tag of the call.
+pub fn check_attribution(
+    source_identity: Option<&str>,
+    tags: Option<&[serde_json::Value]>,
+    transitive: Option<&[String]>,
+) -> Result<Attribution, ApiError> {
+    if let Some(si) = source_identity
+        && !valid_source_identity(si)
+    {
+        return Err(bad(
+            "source_identity must be 2..64 characters of letters, digits and _+=,.@-",
+        ));
+    }
+    let tags = tags.unwrap_or_default();
+    if tags.len() > MAX_SESSION_TAGS {
+        return Err(bad(format!("at most {MAX_SESSION_TAGS} tags are allowed")));
+    }
+    let mut out = Vec::with_capacity(tags.len());
+    for (i, t) in tags.iter().enumerate() {
+        let key = t.get("key").and_then(serde_json::Value::as_str);
+        let value = t.get("value").and_then(serde_json::Value::as_str);
+        let (Some(key), Some(value)) = (key, value) else {
+            return Err(bad(format!("tags[{i}] needs a string key and a string value")));
+        };
+        if !(1..=128).contains(&key.chars().count()) || key.starts_with("_sys_") || !tag_chars(key) {
+            return Err(bad(format!(
+                "tags[{i}].key must be 1..128 characters of letters, digits, spaces and _.:/=+-@, not starting with _sys_"
+            )));
+        }
+        if value.chars().count() > 255 || !tag_chars(value) {
+            return Err(bad(format!(
+                "tags[{i}].value must be at most 255 characters of letters, digits, spaces and _.:/=+-@"
+            )));
+        }
+        if out.iter().any(|(k, _): &(String, String)| k == key) {
+            return Err(bad(format!("tags[{i}].key repeats an earlier key")));
+        }
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    let transitive = transitive.unwrap_or_default();
+    if transitive.len() > MAX_SESSION_TAGS {
+        return Err(bad(format!(
+            "at most {MAX_SESSION_TAGS} transitive_tag_keys are allowed"
+        )));
+    }
+    if let Some(k) = transitive.iter().find(|k| !out.iter().any(|(key, _)| key == *k)) {
+        return Err(bad(format!(
+            "transitive_tag_keys names {k:?}, which is not one of the request's tags"
+        )));
+    }
+    Ok(Attribution {
+        source_identity: source_identity.map(str::to_owned),
+        tags: out,
+        transitive_tag_keys: transitive.to_vec(),
+    })
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -201,13 +293,11 @@ pub async fn assume_agency(
     }
     let duration = check_duration(req.duration_seconds)?;
     check_policy(&req.policy)?;
-    if let Some(si) = &req.source_identity
-        && !valid_session_name(si)
-    {
-        return Err(bad(
-            "source_identity must be 2..64 characters of letters, digits and _+=,.@-",
-        ));
-    }
+    let attribution = check_attribution(
+        req.source_identity.as_deref(),
+        req.tags.as_deref(),
+        req.transitive_tag_keys.as_deref(),
+    )?;
 
     let agency = sim.catalog.agencies.get(urn).ok_or_else(|| {
         ApiError::not_found(code::STS_NO_AGENCY, format!("the agency '{urn}' cannot be found"))
@@ -227,9 +317,19 @@ pub async fn assume_agency(
     let lifetime = sim.effective_lifetime(duration.unsigned_abs());
     let issued = sim.issue_key(&agency.account_id, &agency.name, session_name, lifetime, now);
     let mut body = credentials_json(agency, session_name, &issued);
-    if let (Some(si), Some(obj)) = (&req.source_identity, body.as_object_mut()) {
+    if let (Some(si), Some(obj)) = (&attribution.source_identity, body.as_object_mut()) {
         obj.insert("source_identity".into(), si.clone().into());
     }
+    lock(&sim.stats).record_session(SessionRecord {
+        operation: "AssumeAgency",
+        access_key_id: issued.access_key_id.clone(),
+        agency_urn: urn.to_owned(),
+        session_name: session_name.to_owned(),
+        source_identity: attribution.source_identity,
+        tags: attribution.tags.into_iter().collect(),
+        transitive_tag_keys: attribution.transitive_tag_keys,
+        expires_at: format_expiration(issued.expires_at),
+    });
     Ok(minted(body, urn))
 }
 
@@ -263,6 +363,17 @@ pub async fn assume_agency_with_oidc(
     }
     let duration = check_duration(req.duration_seconds)?;
     check_policy(&req.policy)?;
+    for (name, present) in [
+        ("source_identity", req.source_identity.is_some()),
+        ("tags", req.tags.is_some()),
+        ("transitive_tag_keys", req.transitive_tag_keys.is_some()),
+    ] {
+        if present {
+            return Err(bad(format!(
+                "{name} is not a parameter of AssumeAgencyWithOIDC (session tags come from the id_token)"
+            )));
+        }
+    }
 
     let provider = sim.catalog.providers.get(provider_urn).ok_or_else(|| {
         ApiError::not_found(
@@ -323,6 +434,16 @@ pub async fn assume_agency_with_oidc(
 
     let lifetime = sim.effective_lifetime(duration.unsigned_abs());
     let issued = sim.issue_key(&agency.account_id, &agency.name, session_name, lifetime, now);
+    lock(&sim.stats).record_session(SessionRecord {
+        operation: "AssumeAgencyWithOIDC",
+        access_key_id: issued.access_key_id.clone(),
+        agency_urn: urn.to_owned(),
+        session_name: session_name.to_owned(),
+        source_identity: None,
+        tags: Default::default(),
+        transitive_tag_keys: Vec::new(),
+        expires_at: format_expiration(issued.expires_at),
+    });
     let mut body = credentials_json(agency, session_name, &issued);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("audience".into(), (*matched_aud).clone().into());
@@ -413,6 +534,37 @@ mod tests {
         assert!(!valid_session_name("x"));
         assert!(!valid_session_name("has space"));
         assert!(!valid_session_name(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn attribution_follows_huaweis_rules() {
+        let tag = |k: &str, v: serde_json::Value| json!({"key": k, "value": v});
+        let ok = check_attribution(
+            Some("team-a.billing"),
+            Some(&[tag("tcred.namespace", json!("team-a")), tag("empty", json!(""))]),
+            Some(&["tcred.namespace".to_owned()]),
+        )
+        .unwrap();
+        assert_eq!(ok.tags.len(), 2);
+        assert_eq!(ok.source_identity.as_deref(), Some("team-a.billing"));
+
+        let refused = |si: Option<&str>, tags: &[serde_json::Value], tr: &[String]| {
+            let e = check_attribution(si, Some(tags), Some(tr)).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "STS5.0400"));
+            e.message
+        };
+        assert!(refused(Some(&"a".repeat(65)), &[], &[]).contains("source_identity"));
+        assert!(refused(Some("x"), &[], &[]).contains("source_identity"));
+        assert!(refused(Some("has/slash"), &[], &[]).contains("source_identity"));
+        let many: Vec<_> = (0..21).map(|i| tag(&format!("k{i}"), json!("v"))).collect();
+        assert!(refused(None, &many, &[]).contains("at most 20 tags"));
+        assert!(refused(None, &[tag("_sys_x", json!("v"))], &[]).contains("_sys_"));
+        assert!(refused(None, &[tag(&"k".repeat(129), json!("v"))], &[]).contains("key"));
+        assert!(refused(None, &[tag("", json!("v"))], &[]).contains("key"));
+        assert!(refused(None, &[tag("k", json!("v".repeat(256)))], &[]).contains("value"));
+        assert!(refused(None, &[tag("k", json!(null))], &[]).contains("string value"));
+        assert!(refused(None, &[tag("k", json!("a")), tag("k", json!("b"))], &[]).contains("repeats"));
+        assert!(refused(None, &[tag("k", json!("a"))], &["other".to_owned()]).contains("not one of"));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub mod reasons {
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// A restart target has not opted in to restarts by this credential.
     pub const RESTART_NOT_ALLOWED: &str = "RestartNotAllowed";
+    /// A restart target's API (Argo Rollouts) is not installed, or tcred's RBAC leaves it out.
+    pub const RESTART_UNAVAILABLE: &str = "RestartUnavailable";
     /// A credential served to pods (`spec.podIdentity`) is issued with too short a lifetime to
     /// keep more than the SDKs' 40-minute refresh threshold plus margin at every moment (e.g. a
     /// permission set with a 1-hour session): it is served anyway, and SDKs fetch it again more

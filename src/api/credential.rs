@@ -275,7 +275,7 @@ pub enum DeletionPolicy {
         .message("a rolloutRestartTarget selector must set matchLabels or matchExpressions: an empty selector would select every workload"),
 )]
 pub struct RolloutRestartTarget {
-    /// Deployment, StatefulSet or DaemonSet.
+    /// Deployment, StatefulSet, DaemonSet or (Argo Rollouts) Rollout.
     pub kind: RestartKind,
     /// Name of the workload in the TemporaryCredential's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -295,6 +295,10 @@ pub enum RestartKind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// An Argo Rollouts `Rollout` (`argoproj.io/v1alpha1`): restarted as `kubectl argo rollouts
+    /// restart` does, by setting `spec.restartAt`. Needs the chart value
+    /// `rbac.rolloutRestarts.argoRollouts`.
+    Rollout,
 }
 
 /// Observed state of a TemporaryCredential. Never holds secret material.
@@ -348,4 +352,21 @@ pub struct TemporaryCredentialStatus {
     /// `rotations` means a restart is still owed (it is retried, also by a new leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_rotation: Option<i64>,
+    /// The last credentials tcred issued, newest first (at most 5; the public half only), so a key
+    /// seen in Huawei's trace service (CTS) can be traced back to this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub issued_credentials: Vec<IssuedCredentialRecord>,
+}
+
+/// One credential tcred issued: its access key id and lifetime (never its secret parts).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedCredentialRecord {
+    /// The access key id (the public half).
+    pub access_key_id: String,
+    /// When tcred minted it.
+    pub issued_at: Time,
+    /// When it expires, as issued by Huawei Cloud.
+    pub expires_at: Time,
 }

@@ -11,6 +11,8 @@ use super::condition::conditions_schema;
 const ONE_MODE: &str =
     "[has(self.identityCenter), has(self.accessKey), has(self.webIdentity)].filter(x, x).size() == 1";
 const ONE_MODE_MESSAGE: &str = "exactly one of identityCenter, accessKey or webIdentity must be set";
+const AUDIT_ACCESS_KEY_ONLY: &str = "!has(self.audit) || has(self.accessKey)";
+const AUDIT_ACCESS_KEY_ONLY_MESSAGE: &str = "audit applies to accessKey sources only: AssumeAgencyWithOIDC and Identity Center credentials take no source_identity or session tags";
 
 /// How tcred authenticates to Huawei Cloud for TemporaryCredentials in this namespace.
 // Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
@@ -41,6 +43,7 @@ const ONE_MODE_MESSAGE: &str = "exactly one of identityCenter, accessKey or webI
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new(ONE_MODE).message(ONE_MODE_MESSAGE),
+    validation = Rule::new(AUDIT_ACCESS_KEY_ONLY).message(AUDIT_ACCESS_KEY_ONLY_MESSAGE),
     validation = Rule::new("!has(self.accessKey) || !has(self.accessKey.secretRef.__namespace__)")
         .message("a CredentialSource may only reference Secrets in its own namespace: remove secretRef.namespace"),
     validation = Rule::new("!has(self.identityCenter) || !has(self.identityCenter.sessionSecretRef.__namespace__)")
@@ -63,6 +66,10 @@ pub struct CredentialSourceSpec {
     /// Guardrails for every TemporaryCredential using this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<SourceLimits>,
+    /// What AssumeAgency tells Huawei's trace service (CTS) about each session (accessKey sources
+    /// only). Absent: nothing beyond the session name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSettings>,
 }
 
 /// How tcred authenticates to Huawei Cloud, usable from the namespaces it allows.
@@ -93,6 +100,7 @@ pub struct CredentialSourceSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new(ONE_MODE).message(ONE_MODE_MESSAGE),
+    validation = Rule::new(AUDIT_ACCESS_KEY_ONLY).message(AUDIT_ACCESS_KEY_ONLY_MESSAGE),
     validation = Rule::new("!has(self.accessKey) || has(self.accessKey.secretRef.__namespace__)")
         .message("a ClusterCredentialSource must name the namespace of accessKey.secretRef"),
     validation = Rule::new("!has(self.identityCenter) || has(self.identityCenter.sessionSecretRef.__namespace__)")
@@ -119,6 +127,10 @@ pub struct ClusterCredentialSourceSpec {
     /// Guardrails for every TemporaryCredential using this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<SourceLimits>,
+    /// What AssumeAgency tells Huawei's trace service (CTS) about each session (accessKey sources
+    /// only). Absent: nothing beyond the session name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSettings>,
 }
 
 /// An IAM Identity Center user session, kept in a Secret written by `tcred login`.
@@ -235,6 +247,28 @@ pub struct SourceLimits {
     pub allowed_agencies: Vec<String>,
 }
 
+/// What tcred sends with each AssumeAgency call so that Huawei's trace service (CTS) names the
+/// Kubernetes namespace and TemporaryCredential behind a session (docs/security.md#audit-attribution).
+/// tcred derives every value from the TemporaryCredential's namespace and name; a tenant cannot set
+/// or replace them. Huawei requires `sts::setSourceIdentity` (source identity) and `sts::tagSession`
+/// (tags) in the key owner's identity policy and the agency's trust policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSettings {
+    /// Send `source_identity` = `<namespace>.<name>` of the TemporaryCredential (cut to 64
+    /// characters, ending in a hash of the whole when cut). CTS records it on every call made
+    /// with the credential, and it cannot be changed further down an agency chain.
+    #[serde(default)]
+    pub source_identity: bool,
+    /// Send session tags `tcred.namespace`, `tcred.credential` and `tcred.source`
+    /// (`<kind>:<name>` of this source), usable as `g:PrincipalTag/...` in policy conditions.
+    #[serde(default)]
+    pub session_tags: bool,
+    /// Mark those tags transitive, so they follow the session down an agency chain.
+    #[serde(default)]
+    pub transitive_tags: bool,
+}
+
 /// Namespaces allowed to use a ClusterCredentialSource: those listed by name, plus those whose
 /// labels match the selector.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -307,6 +341,7 @@ pub struct SourceView<'a> {
     pub limits: Option<&'a SourceLimits>,
     /// `None` on a namespaced CredentialSource (usable from its own namespace only).
     pub allowed_namespaces: Option<&'a AllowedNamespaces>,
+    pub audit: Option<&'a AuditSettings>,
 }
 
 fn mode_of<'a>(
@@ -329,6 +364,7 @@ impl CredentialSourceSpec {
             endpoints: self.endpoints.as_ref(),
             limits: self.limits.as_ref(),
             allowed_namespaces: None,
+            audit: self.audit.as_ref(),
         }
     }
 }
@@ -340,6 +376,7 @@ impl ClusterCredentialSourceSpec {
             endpoints: self.endpoints.as_ref(),
             limits: self.limits.as_ref(),
             allowed_namespaces: Some(self.allowed_namespaces.as_ref().unwrap_or(&NOBODY)),
+            audit: self.audit.as_ref(),
         }
     }
 }

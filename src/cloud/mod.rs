@@ -1,6 +1,7 @@
 //! Huawei Cloud: request signing, the OIDC, portal and STS clients, endpoint rules and error
 //! classification. Nothing here knows about Kubernetes.
 
+pub mod audit;
 pub mod credential;
 pub mod endpoints;
 pub mod error;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
+    audit::{SessionAudit, SessionTag},
     credential::{IssuedCredential, expiry_from_iso},
     endpoints::{host_header, join},
     error::CloudError,
@@ -21,6 +22,9 @@ pub struct AssumeRequest<'a> {
     pub session_name: &'a str,
     pub duration_seconds: Option<u32>,
     pub policy: Option<&'a str>,
+    /// Attribution for Huawei's trace service. Only AssumeAgency takes it: AssumeAgencyWithOIDC
+    /// has no such fields (its session tags come from the ID token), so it is not sent there.
+    pub audit: &'a SessionAudit,
 }
 
 #[derive(Serialize)]
@@ -31,6 +35,12 @@ struct AssumeBody<'a> {
     duration_seconds: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_identity: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tags: &'a [SessionTag],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    transitive_tag_keys: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -136,6 +146,9 @@ pub async fn assume_agency(
         agency_session_name: req.session_name,
         duration_seconds: req.duration_seconds,
         policy: req.policy,
+        source_identity: req.audit.source_identity.as_deref(),
+        tags: &req.audit.tags,
+        transitive_tag_keys: &req.audit.transitive_tag_keys,
     })
     .map_err(|e| CloudError::Config(format!("encoding {OP}: {e}")))?;
     let url = join(endpoint, "/v5/agencies/assume");

@@ -387,6 +387,7 @@ mod tests {
             endpoints: None,
             limits,
             allowed_namespaces: allowed,
+            audit: None,
         }
     }
 

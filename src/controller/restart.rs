@@ -1,6 +1,7 @@
 //! Rollout restarts after a rotation, for consumers that read the credential once at start-up:
 //! the targets a TemporaryCredential names or selects get their pod template stamped, as
-//! `kubectl rollout restart` does, unless their pods already started after the rotation. A
+//! `kubectl rollout restart` does (an Argo Rollouts `Rollout` gets `spec.restartAt`, as `kubectl
+//! argo rollouts restart` does), unless their pods already started after the rotation. A
 //! workload opts in with the annotation `tcred.dev/restart-on-rotation` listing the
 //! TemporaryCredential (or `*`): whoever may edit a TemporaryCredential may not restart every
 //! workload in the namespace through it.
@@ -9,17 +10,17 @@ use std::{collections::BTreeMap, fmt::Debug};
 
 use jiff::{RoundMode, Timestamp, TimestampRound, Unit};
 use k8s_openapi::{
-    NamespaceResourceScope,
+    NamespaceResourceScope, Resource as _,
     api::apps::v1::{DaemonSet, Deployment, StatefulSet},
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 use kube::{
     Api, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     core::Selector,
 };
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
 
 use super::{apply::publish, context::Context, error::kube_message};
 use crate::api::{
@@ -114,11 +115,26 @@ pub fn fold(mut status: TemporaryCredentialStatus, outcome: Outcome) -> (Tempora
     }
 }
 
-/// Workloads with a pod template, which tcred restarts by stamping the template.
+/// Workloads tcred restarts: by stamping the pod template, or as their own controller documents.
 trait Workload:
     Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug
 {
+    /// Whether the API is an add-on (a CRD): its absence, or RBAC that leaves it out, is reported
+    /// once per rotation instead of being retried (docs/api.md#rollout-restarts).
+    const OPTIONAL_API: bool = false;
+
     fn template_annotations(&self) -> Option<&BTreeMap<String, String>>;
+
+    /// Whether its pods started after the rotation made at `rotated_at`.
+    fn restarted_since(&self, rotated_at: Timestamp) -> bool {
+        let created = self.meta().creation_timestamp.as_ref().map(|t| t.0);
+        restarted_since(self.template_annotations(), created, rotated_at)
+    }
+
+    /// The `spec` part of the merge patch that restarts it at `now`.
+    fn restart_spec(now: Timestamp) -> Value {
+        json!({"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: restart_stamp(now)}}}})
+    }
 }
 
 macro_rules! workload {
@@ -132,6 +148,88 @@ macro_rules! workload {
 }
 workload!(Deployment, StatefulSet, DaemonSet);
 
+/// The part of an Argo Rollouts `Rollout` (`argoproj.io/v1alpha1`) tcred reads; the rest of the
+/// object is left alone (merge patches touch `spec.restartAt` only).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Rollout {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<RolloutSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RolloutSpec {
+    #[serde(default)]
+    restart_at: Option<String>,
+    #[serde(default)]
+    template: Option<RolloutTemplate>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct RolloutTemplate {
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+}
+
+impl k8s_openapi::Resource for Rollout {
+    const API_VERSION: &'static str = "argoproj.io/v1alpha1";
+    const GROUP: &'static str = "argoproj.io";
+    const KIND: &'static str = "Rollout";
+    const VERSION: &'static str = "v1alpha1";
+    const URL_PATH_SEGMENT: &'static str = "rollouts";
+    type Scope = NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for Rollout {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Argo's `restartAt` for a restart at `now`: RFC 3339 in whole seconds (what `kubectl argo
+/// rollouts restart` writes), rounded up, so every pod created up to `now` is older than it and
+/// is recreated by Argo's controller (which waits for a `restartAt` still in the future).
+fn rollout_restart_at(now: Timestamp) -> String {
+    let up = now
+        .round(TimestampRound::new().smallest(Unit::Second).mode(RoundMode::Ceil))
+        .unwrap_or(now);
+    up.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Workload for Rollout {
+    const OPTIONAL_API: bool = true;
+
+    fn template_annotations(&self) -> Option<&BTreeMap<String, String>> {
+        self.spec
+            .as_ref()?
+            .template
+            .as_ref()?
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()
+    }
+
+    /// Created after the rotation, or asked to restart at or after it (`spec.restartAt`, by tcred
+    /// or `kubectl argo rollouts restart`).
+    fn restarted_since(&self, rotated_at: Timestamp) -> bool {
+        let restart_at = self.spec.as_ref().and_then(|s| s.restart_at.as_deref());
+        let stamps =
+            restart_at.map(|v| BTreeMap::from([(annotations::RESTARTED_AT.to_owned(), v.to_owned())]));
+        let created = self.meta().creation_timestamp.as_ref().map(|t| t.0);
+        restarted_since(stamps.as_ref(), created, rotated_at)
+    }
+
+    fn restart_spec(now: Timestamp) -> Value {
+        json!({"restartAt": rollout_restart_at(now)})
+    }
+}
+
 /// What became of one workload named or selected by a restart target.
 #[derive(Debug, PartialEq)]
 enum Restart {
@@ -139,6 +237,9 @@ enum Restart {
     AlreadyRestarted,
     /// The workload does not list this TemporaryCredential in `tcred.dev/restart-on-rotation`.
     NotAllowed,
+    /// An add-on API (Argo Rollouts) is not installed, or tcred may not use it: reported once
+    /// per rotation, not retried (a new rotation, or a change to the object, tries again).
+    Unavailable(String),
 }
 
 /// Whether a workload with these annotations lets TemporaryCredential `credential` restart it.
@@ -177,6 +278,11 @@ pub async fn restart_targets(
             }
             RestartKind::DaemonSet => {
                 restart_target(Api::<DaemonSet>::namespaced(c, &ns), t, &credential, at).await
+            }
+            RestartKind::Rollout => {
+                let api = Api::<Rollout>::namespaced(c.clone(), &ns);
+                let outcomes = restart_target(api, t, &credential, at).await;
+                unavailable_api(&c, outcomes).await
             }
         };
         if outcomes.is_empty() {
@@ -225,6 +331,11 @@ async fn announce(ctx: &Context, tc: &TemporaryCredential, what: &str, outcome: 
                 annotations::RESTART_ON_ROTATION
             ),
         ),
+        Ok(Restart::Unavailable(detail)) => (
+            true,
+            reasons::RESTART_UNAVAILABLE,
+            format!("not restarting {what}: {detail}; not retried until the next rotation"),
+        ),
         Err(detail) => (
             true,
             "RolloutRestartFailed",
@@ -253,26 +364,29 @@ async fn restart_target<K: Workload>(
     let found = match (&t.name, &t.selector) {
         (None, Some(selector)) if selects_everything(selector) => Err((
             format!("{kind} selector"),
-            "an empty selector would select every workload; set matchLabels or matchExpressions".to_string(),
+            Err(
+                "an empty selector would select every workload; set matchLabels or matchExpressions"
+                    .to_string(),
+            ),
         )),
         (Some(name), _) => match api.get_opt(name).await {
             Ok(Some(w)) => Ok(vec![w]),
-            Ok(None) => Err((format!("{kind}/{name}"), "not found".to_string())),
-            Err(e) => Err((format!("{kind}/{name}"), kube_message(&e))),
+            Ok(None) => Err((format!("{kind}/{name}"), Err("not found".to_string()))),
+            Err(e) => Err((format!("{kind}/{name}"), kube_failure::<K>(&e))),
         },
         (None, Some(selector)) => match Selector::try_from(selector.clone()) {
             Ok(sel) => api
                 .list(&ListParams::default().labels_from(&sel))
                 .await
                 .map(|l| l.items)
-                .map_err(|e| (format!("{kind} selected by {sel}"), kube_message(&e))),
-            Err(e) => Err((format!("{kind} selector"), format!("invalid selector: {e}"))),
+                .map_err(|e| (format!("{kind} selected by {sel}"), kube_failure::<K>(&e))),
+            Err(e) => Err((format!("{kind} selector"), Err(format!("invalid selector: {e}")))),
         },
-        (None, None) => Err((kind.clone(), "neither name nor selector is set".into())),
+        (None, None) => Err((kind.clone(), Err("neither name nor selector is set".into()))),
     };
     let workloads = match found {
         Ok(w) => w,
-        Err((what, detail)) => return vec![(what, Err(detail))],
+        Err((what, outcome)) => return vec![(what, outcome)],
     };
     let mut outcomes = Vec::with_capacity(workloads.len());
     for w in workloads {
@@ -286,9 +400,50 @@ async fn restart_target<K: Workload>(
     outcomes
 }
 
-/// Stamps one workload's pod template, conditional on the version read: when another writer
-/// (tcred restarting it for another credential, or a person) changed it meanwhile, it is read
-/// again and the decision made again.
+/// What a refused API call means: for an add-on API, a 403 (tcred's RBAC leaves it out) is
+/// [`Restart::Unavailable`]; anything else is a failure, retried.
+fn kube_failure<K: Workload>(e: &kube::Error) -> Result<Restart, String> {
+    match e {
+        kube::Error::Api(s) if K::OPTIONAL_API && s.code == 403 => Ok(Restart::Unavailable(format!(
+            "tcred may not use {}s ({}): enable the chart value rbac.rolloutRestarts.argoRollouts",
+            K::kind(&()),
+            K::api_version(&())
+        ))),
+        _ => Err(kube_message(e)),
+    }
+}
+
+/// Failures of a Rollout target when the Rollout API is not installed (a 404 for every name and
+/// list) become [`Restart::Unavailable`]: retrying every few seconds would change nothing.
+async fn unavailable_api(
+    client: &kube::Client,
+    outcomes: Vec<(String, Result<Restart, String>)>,
+) -> Vec<(String, Result<Restart, String>)> {
+    if outcomes.iter().all(|(_, o)| o.is_ok()) {
+        return outcomes;
+    }
+    let installed = match client.list_api_group_resources(Rollout::API_VERSION).await {
+        Ok(list) => list.resources.iter().any(|r| r.name == Rollout::URL_PATH_SEGMENT),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        // Discovery failed for another reason: keep the failures, retried as usual.
+        Err(_) => return outcomes,
+    };
+    if installed {
+        return outcomes;
+    }
+    let detail = format!(
+        "the Rollout API ({}) is not installed in this cluster",
+        Rollout::API_VERSION
+    );
+    outcomes
+        .into_iter()
+        .map(|(what, o)| (what, o.or_else(|_| Ok(Restart::Unavailable(detail.clone())))))
+        .collect()
+}
+
+/// Restarts one workload, conditional on the version read: when another writer (tcred
+/// restarting it for another credential, or a person) changed it meanwhile, it is read again and
+/// the decision made again.
 async fn restart_one<K: Workload>(
     api: &Api<K>,
     mut w: K,
@@ -297,13 +452,12 @@ async fn restart_one<K: Workload>(
 ) -> Result<Restart, String> {
     let name = w.name_any();
     for _ in 0..3 {
-        let created = w.meta().creation_timestamp.as_ref().map(|t| t.0);
-        if restarted_since(w.template_annotations(), created, rotated_at) {
+        if w.restarted_since(rotated_at) {
             return Ok(Restart::AlreadyRestarted);
         }
         let patch = json!({
             "metadata": {"resourceVersion": w.resource_version()},
-            "spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: restart_stamp(now)}}}},
+            "spec": K::restart_spec(now),
         });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -314,10 +468,10 @@ async fn restart_one<K: Workload>(
                 w = match api.get_opt(&name).await {
                     Ok(Some(w)) => w,
                     Ok(None) => return Err("deleted while restarting it".into()),
-                    Err(e) => return Err(kube_message(&e)),
+                    Err(e) => return kube_failure::<K>(&e),
                 };
             }
-            Err(e) => return Err(kube_message(&e)),
+            Err(e) => return kube_failure::<K>(&e),
         }
     }
     Err("it kept changing while restarting it; retrying after the next change".into())
@@ -453,6 +607,42 @@ mod tests {
             None,
             "2026-11-24T09:59:59.5Z".parse().unwrap()
         ));
+    }
+
+    fn rollout(restart_at: Option<&str>, created: &str) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "web", "creationTimestamp": created},
+            "spec": {"replicas": 2, "restartAt": restart_at, "strategy": {"canary": {}}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_restarts_at_the_next_whole_second_as_argo_reads_it() {
+        let now: Timestamp = "2026-11-24T10:00:00.400Z".parse().unwrap();
+        assert_eq!(rollout_restart_at(now), "2026-11-24T10:00:01Z");
+        let whole: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        assert_eq!(rollout_restart_at(whole), "2026-11-24T10:00:00Z");
+        assert_eq!(
+            Rollout::restart_spec(now),
+            json!({"restartAt": "2026-11-24T10:00:01Z"})
+        );
+    }
+
+    #[test]
+    fn a_rollout_asked_to_restart_after_the_rotation_is_not_asked_again() {
+        let rotated: Timestamp = "2026-11-24T10:00:00.4Z".parse().unwrap();
+        let old = "2026-11-01T00:00:00Z";
+        assert!(!rollout(None, old).restarted_since(rotated));
+        assert!(!rollout(Some("2026-11-24T09:00:00Z"), old).restarted_since(rotated));
+        // what tcred wrote for this rotation (a new leader retrying sees it)
+        let ours = rollout_restart_at(rotated);
+        assert!(rollout(Some(&ours), old).restarted_since(rotated));
+        assert!(rollout(None, "2026-11-24T10:00:02Z").restarted_since(rotated));
+        // garbage in restartAt means restart
+        assert!(!rollout(Some("soon"), old).restarted_since(rotated));
     }
 
     #[test]

@@ -53,4 +53,11 @@
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "list", "patch"]
 {{- end }}
+{{- if .Values.rbac.rolloutRestarts.argoRollouts }}
+# rolloutRestartTargets of kind Rollout (Argo Rollouts): set spec.restartAt on Rollouts that opted
+# in, as `kubectl argo rollouts restart` does.
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["get", "list", "patch"]
+{{- end }}
 {{- end }}

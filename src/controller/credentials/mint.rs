@@ -12,9 +12,13 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::PostParams};
 
 use crate::{
-    api::{SourceKind, SourceMode, TemporaryCredential, annotations, condition::reasons, opted_in},
+    api::{
+        SourceKind, SourceMode, TemporaryCredential, annotations, condition::reasons, opted_in,
+        source::AuditSettings,
+    },
     cloud::{
         ErrorClass, IssuedCredential,
+        audit::{self, SessionAudit},
         endpoints::{self, ResolvedEndpoints},
         portal,
         signer::AccessKey,
@@ -62,6 +66,48 @@ pub fn session_name(tc: &TemporaryCredential) -> String {
     s
 }
 
+/// Session tag keys (docs/security.md#audit-attribution).
+pub const TAG_NAMESPACE: &str = "tcred.namespace";
+pub const TAG_CREDENTIAL: &str = "tcred.credential";
+pub const TAG_SOURCE: &str = "tcred.source";
+
+/// What AssumeAgency tells Huawei's trace service about `tc`'s sessions, as the source's
+/// `audit` settings ask: always derived from the object's namespace and name (and the source it
+/// names), never from anything a tenant writes, so no tenant can be attributed as another.
+pub fn session_audit(tc: &TemporaryCredential, settings: Option<&AuditSettings>) -> SessionAudit {
+    let Some(settings) = settings else {
+        return SessionAudit::default();
+    };
+    let ns = tc.namespace().unwrap_or_default();
+    let name = tc.name_any();
+    let source = &tc.spec.source_ref;
+    let kind = match source.kind {
+        SourceKind::CredentialSource => "CredentialSource",
+        SourceKind::ClusterCredentialSource => "ClusterCredentialSource",
+    };
+    let tags = if settings.session_tags {
+        vec![
+            audit::tag(TAG_NAMESPACE, &ns),
+            audit::tag(TAG_CREDENTIAL, &name),
+            audit::tag(TAG_SOURCE, &format!("{kind}:{}", source.name)),
+        ]
+    } else {
+        Vec::new()
+    };
+    let transitive_tag_keys = if settings.transitive_tags {
+        tags.iter().map(|t| t.key.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    SessionAudit {
+        source_identity: settings
+            .source_identity
+            .then(|| audit::source_identity(&[&ns, &name])),
+        tags,
+        transitive_tag_keys,
+    }
+}
+
 /// Mints one credential for `tc` through `source`.
 pub async fn mint(
     ctx: &Context,
@@ -83,11 +129,13 @@ pub async fn mint(
     let duration_seconds = auth
         .duration
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let audit = session_audit(tc, view.audit);
     let assume = |agency_urn| AssumeRequest {
         agency_urn,
         session_name: &session,
         duration_seconds,
         policy: tc.spec.policy.as_deref(),
+        audit: &audit,
     };
     match (&auth.mode, &auth.target) {
         (SourceMode::AccessKey(ak), Target::Agency { urn, .. }) => {
@@ -445,6 +493,67 @@ mod tests {
                 proptest::prop_assert!(s.starts_with(&prefix), "{} does not start with {}", s, prefix);
             }
         }
+    }
+
+    fn all_audit() -> AuditSettings {
+        AuditSettings {
+            source_identity: true,
+            session_tags: true,
+            transitive_tags: true,
+        }
+    }
+
+    #[test]
+    fn no_audit_settings_send_nothing_and_each_setting_adds_its_part() {
+        let t = tc("billing");
+        assert_eq!(session_audit(&t, None), SessionAudit::default());
+        assert_eq!(
+            session_audit(&t, Some(&AuditSettings::default())),
+            SessionAudit::default()
+        );
+        let only_identity = AuditSettings {
+            source_identity: true,
+            ..Default::default()
+        };
+        let a = session_audit(&t, Some(&only_identity));
+        assert_eq!(a.source_identity.as_deref(), Some("team-a.billing"));
+        assert!(a.tags.is_empty() && a.transitive_tag_keys.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_cannot_be_attributed_as_another_whatever_it_writes() {
+        // The spec's sessionName, the one free-form field, plays no part in the attribution.
+        let mut posing = tc("billing");
+        posing.spec.source_ref.kind = SourceKind::ClusterCredentialSource;
+        posing.spec.source_ref.name = "corp".into();
+        posing.spec.session_name = Some("team-b.billing".into());
+        let a = session_audit(&posing, Some(&all_audit()));
+        assert_eq!(a.source_identity.as_deref(), Some("team-a.billing"));
+        let tags: Vec<(&str, &str)> = a
+            .tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                (TAG_NAMESPACE, "team-a"),
+                (TAG_CREDENTIAL, "billing"),
+                (TAG_SOURCE, "ClusterCredentialSource:corp"),
+            ]
+        );
+        assert_eq!(a.transitive_tag_keys, [TAG_NAMESPACE, TAG_CREDENTIAL, TAG_SOURCE]);
+    }
+
+    #[test]
+    fn a_long_namespace_and_name_still_make_a_call_huawei_accepts() {
+        let mut t = tc(&format!("{}.{}", "n".repeat(200), "x".repeat(52)));
+        t.metadata.namespace = Some("m".repeat(63));
+        let a = session_audit(&t, Some(&all_audit()));
+        let si = a.source_identity.unwrap_or_default();
+        assert_eq!(si.len(), 64, "{si}");
+        assert!(si.starts_with(&"m".repeat(55)), "{si}");
+        assert!(a.tags.iter().all(|t| t.value.len() <= 255 && t.key.len() <= 128));
     }
 
     #[test]

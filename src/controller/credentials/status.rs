@@ -10,6 +10,7 @@ use crate::{
     api::{
         TemporaryCredentialStatus,
         condition::{ConditionUpdate, find, reasons, remove_condition, set_condition, types},
+        credential::IssuedCredentialRecord,
     },
     cloud::ErrorClass,
     schedule::Renewal,
@@ -64,8 +65,31 @@ pub struct Minted<'a> {
     pub rotate_request: Option<&'a str>,
 }
 
+/// How many issued credentials the status remembers (`status.issuedCredentials`).
+pub const ISSUED_HISTORY: usize = 5;
+
+/// `history` with `ak` (issued at `issued_at`, expiring at `expires_at`) first, once, and at most
+/// [`ISSUED_HISTORY`] entries: part of the status patch a rotation writes anyway.
+fn remember_issued(
+    history: &[IssuedCredentialRecord],
+    ak: &str,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Vec<IssuedCredentialRecord> {
+    let newest = IssuedCredentialRecord {
+        access_key_id: ak.to_owned(),
+        issued_at: Time(issued_at),
+        expires_at: Time(expires_at),
+    };
+    std::iter::once(newest)
+        .chain(history.iter().filter(|r| r.access_key_id != ak).cloned())
+        .take(ISSUED_HISTORY)
+        .collect()
+}
+
 pub fn after_mint(base: &Base<'_>, m: &Minted<'_>) -> TemporaryCredentialStatus {
     let mut s = base.start();
+    s.issued_credentials = remember_issued(&s.issued_credentials, m.access_key_id, m.issued_at, m.expires_at);
     s.access_key_id = Some(m.access_key_id.to_owned());
     s.expires_at = Some(Time(m.expires_at));
     s.renewal_time = Some(Time(m.renewal.at));
@@ -176,6 +200,12 @@ pub fn after_keep(
             s.rotations = s.rotations.max(1);
             s.last_rotation_time = Some(Time(issued_at));
         }
+    }
+    // The credential the Secret holds is in the history, also when the mint's status write was lost.
+    if let Some(ak) = access_key_id
+        && s.issued_credentials.first().is_none_or(|r| r.access_key_id != ak)
+    {
+        s.issued_credentials = remember_issued(&s.issued_credentials, ak, issued_at, expires_at);
     }
     s.failed_attempts = 0;
     s.last_failure_time = None;
@@ -546,6 +576,64 @@ mod tests {
         assert_eq!(k.last_rotation_time, Some(Time(t(2400))));
         assert_eq!(ready(&k), ("True", reasons::ROTATED));
         assert_eq!(keep(&k, 2600, 2400), k, "counted once");
+    }
+
+    #[test]
+    fn the_last_five_issued_keys_are_remembered_newest_first() {
+        let mut s = TemporaryCredentialStatus::default();
+        for i in 0..7 {
+            let now = i * 2400;
+            s = after_mint(
+                &base(now, &s),
+                &Minted {
+                    access_key_id: &format!("AK{i}"),
+                    issued_at: t(now),
+                    expires_at: t(now + 3600),
+                    renewal: Renewal {
+                        at: t(now + 2400),
+                        clamped: false,
+                        below_sdk_threshold: false,
+                    },
+                    shortened_from: None,
+                    rotate_request: None,
+                },
+            );
+        }
+        let ids: Vec<&str> = s
+            .issued_credentials
+            .iter()
+            .map(|r| r.access_key_id.as_str())
+            .collect();
+        assert_eq!(ids, ["AK6", "AK5", "AK4", "AK3", "AK2"]);
+        assert_eq!(s.issued_credentials[0].issued_at, Time(t(6 * 2400)));
+        assert_eq!(s.issued_credentials[0].expires_at, Time(t(6 * 2400 + 3600)));
+        assert_eq!(s.access_key_id.as_deref(), Some("AK6"));
+        // keeping the Secret's credential adds nothing
+        let kept = after_keep(
+            &base(6 * 2400 + 10, &s),
+            Some("AK6"),
+            t(6 * 2400),
+            t(6 * 2400 + 3600),
+            Renewal {
+                at: t(6 * 2400 + 2400),
+                clamped: false,
+                below_sdk_threshold: false,
+            },
+        );
+        assert_eq!(kept.issued_credentials, s.issued_credentials);
+    }
+
+    #[test]
+    fn a_rotation_whose_status_write_was_lost_is_still_in_the_history() {
+        let s1 = minted(&Default::default(), 0);
+        let k = keep(&s1, 2500, 2400);
+        let ids: Vec<&str> = k
+            .issued_credentials
+            .iter()
+            .map(|r| r.access_key_id.as_str())
+            .collect();
+        assert_eq!(ids, ["AK2", "AK1"]);
+        assert_eq!(keep(&k, 2600, 2400).issued_credentials, k.issued_credentials);
     }
 
     #[test]

@@ -433,7 +433,7 @@ async fn hostile_formats_and_key_names_are_refused_while_a_victim_keeps_rotating
         .collect();
         let hostile = [
             (json!({"formats": ["swr"]}), "Unsupported value"),
-            (json!({"formats": ["obs", "obs"]}), "Duplicate value"),
+            (json!({"formats": ["obs", "obs"]}), "duplicate"),
             (json!({"formats": many_formats}), "must have at most 8 items"),
             (
                 json!({"keys": {"HUAWEICLOUD_SDK_AK": "HUAWEICLOUD_SDK_SK"}}),

@@ -556,6 +556,40 @@ async fn a_session_secret_made_by_hand_with_only_region_and_access_token_mints()
             conditions.iter().all(|c| !c.message.contains("clientId")),
             "{conditions:?}"
         );
+
+        // With a refresh token and an issue time that makes the refresh due, the missing client is
+        // named (and nothing is sent anywhere); the session still mints until it ends.
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .patch(
+                "corp-session",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {
+                    "refreshToken": "refresh-token-from-elsewhere",
+                    "accessTokenIssuedAt": "2001-01-01T00:00:00Z",
+                }})),
+            )
+            .await
+            .expect("add a refresh token");
+        let received_before = sim.received().await;
+        let message = wait_for(Duration::from_secs(330), "SessionExpiringSoon naming the client", || async {
+            let src = Api::<tcred::api::CredentialSource>::namespaced(client.clone(), &ns)
+                .get("corp")
+                .await
+                .ok()?;
+            let conditions = src.status?.conditions;
+            let c = tcred::api::condition::find(&conditions, "SessionExpiringSoon")?;
+            (c.status == "True").then(|| c.message.clone())
+        })
+        .await;
+        assert!(message.contains("no clientId and clientSecret"), "{message}");
+        assert!(!message.contains("refresh-token-from-elsewhere"));
+        let received = sim.received().await;
+        assert_eq!(
+            received["refreshTokens"], received_before["refreshTokens"],
+            "no refresh was attempted without the client"
+        );
+        rotate(&client, &ns, "portal", "again").await;
+        wait_ready_reason(&client, &ns, "portal", reasons::ROTATED, Duration::from_secs(30)).await;
     })
     .await;
 }

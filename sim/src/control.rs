@@ -40,7 +40,12 @@ pub async fn stats(State(sim): State<SharedSim>) -> Json<Value> {
         .iter()
         .map(|(code, n)| (code.to_string(), json!(n)))
         .collect();
+    let discovery: u64 = crate::operation::Operation::DISCOVERY
+        .iter()
+        .filter_map(|op| s.by_operation.get(op.name()))
+        .sum();
     Json(json!({
+        "discoveryCalls": discovery,
         "mintsTotal": s.mints_total,
         "mints": s.mints,
         "requests": requests,

@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod error;
 mod hostile;
+mod iam;
 mod jwt;
 mod lock;
 mod middleware;
@@ -62,6 +63,8 @@ pub fn router(sim: SharedSim) -> Router {
             post(sts::assume_agency_with_oidc),
         )
         .route("/v5/caller-identity", get(sts::get_caller_identity))
+        .route("/v3/projects", get(iam::list_projects))
+        .route("/v3/auth/domains", get(iam::list_auth_domains))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),

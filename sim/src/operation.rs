@@ -15,6 +15,8 @@ pub enum Operation {
     AssumeAgency,
     AssumeAgencyWithOidc,
     GetCallerIdentity,
+    KeystoneListProjects,
+    KeystoneListAuthDomains,
     Unknown,
 }
 
@@ -31,6 +33,8 @@ impl Operation {
             ("POST", "/v5/agencies/assume") => Self::AssumeAgency,
             ("POST", "/v5/agencies/assume-with-oidc") => Self::AssumeAgencyWithOidc,
             ("GET", "/v5/caller-identity") => Self::GetCallerIdentity,
+            ("GET", "/v3/projects") => Self::KeystoneListProjects,
+            ("GET", "/v3/auth/domains") => Self::KeystoneListAuthDomains,
             _ => Self::Unknown,
         }
     }
@@ -47,9 +51,18 @@ impl Operation {
             Self::AssumeAgency => "AssumeAgency",
             Self::AssumeAgencyWithOidc => "AssumeAgencyWithOIDC",
             Self::GetCallerIdentity => "GetCallerIdentity",
+            Self::KeystoneListProjects => "KeystoneListProjects",
+            Self::KeystoneListAuthDomains => "KeystoneListAuthDomains",
             Self::Unknown => "Unknown",
         }
     }
+
+    /// What an SDK client calls to find a project or domain id it was not given.
+    pub const DISCOVERY: [Operation; 3] = [
+        Self::KeystoneListProjects,
+        Self::KeystoneListAuthDomains,
+        Self::GetCallerIdentity,
+    ];
 
     pub fn is_mint(self) -> bool {
         matches!(
@@ -75,5 +88,13 @@ mod tests {
         );
         assert!(Operation::GetAgencyCredentials.is_mint());
         assert!(!Operation::CreateToken.is_mint());
+        assert_eq!(
+            Operation::of(&Method::GET, "/v3/projects"),
+            Operation::KeystoneListProjects
+        );
+        assert_eq!(
+            Operation::of(&Method::GET, "/v3/auth/domains"),
+            Operation::KeystoneListAuthDomains
+        );
     }
 }

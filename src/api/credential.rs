@@ -228,8 +228,12 @@ pub struct PermissionSetRef {
 }
 
 /// The Secret tcred writes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(super::secret_output::alias_source_rule())
+        .message(super::secret_output::ALIAS_SOURCE_MESSAGE),
+)]
 pub struct SecretSpec {
     /// Name of the Secret (a DNS subdomain). Default: the TemporaryCredential's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +257,33 @@ pub struct SecretSpec {
     /// `Retain`: the Secret is kept when the TemporaryCredential is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Key sets for other consumers, written next to the Huawei SDK keys (which are always
+    /// written): `obs` (OBS SDKs, obsutil), `terraform` (huaweicloud Terraform/Pulumi provider,
+    /// `HW_*`), `aws` (S3-compatible clients on OBS: `AWS_*` and a shared-credentials file),
+    /// `hadoop` (OBS connector `fs.obs.*`, as properties and as Hadoop XML). At most 8, no
+    /// duplicates. Changing them rewrites the Secret without minting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::secret_output::formats_schema")]
+    pub formats: Vec<String>,
+    /// Extra names for keys tcred writes: `{<key tcred writes>: <additional key name>}` (at most
+    /// 16). Each adds a copy under the new name; the original key stays (tcred reads its own keys
+    /// back). The new name must be a valid Secret key (`[-._a-zA-Z0-9]`, at most 253) and must
+    /// not be any key tcred can write, nor used twice. Changing them rewrites the Secret without
+    /// minting.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::secret_output::key_aliases_schema")]
+    pub keys: BTreeMap<String, String>,
+    /// The project id to write (`HUAWEICLOUD_SDK_PROJECT_ID`, `project_id` in the INI file,
+    /// `HW_PROJECT_ID`), so SDK clients for regional services do not look it up at IAM. Not
+    /// looked up by tcred: without it, no project id is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9-]{1,64}$"))]
+    pub project_id: Option<String>,
+    /// The region to write for consumers that take one (`HW_REGION_NAME`), e.g. `ap-southeast-1`.
+    /// It does not make tcred look a project id up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"))]
+    pub region: Option<String>,
 }
 
 /// What happens to the Secret when the TemporaryCredential is deleted.

@@ -3,6 +3,7 @@
 
 pub mod condition;
 pub mod credential;
+pub mod secret_output;
 pub mod source;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -125,7 +125,7 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
     let start_url = args
         .start_url
         .clone()
-        .or_else(|| previous.as_ref().map(|p| p.start_url.clone()))
+        .or_else(|| previous.as_ref().and_then(|p| p.start_url.clone()))
         .ok_or_else(|| {
             Error::Usage("--start-url is required for the first login (your user portal URL)".into())
         })?;
@@ -147,10 +147,10 @@ pub async fn run(args: LoginArgs) -> Result<(), Error> {
 
     let session = Session {
         region: t.ic.region.clone(),
-        start_url,
-        client_id: client_reg.client_id,
-        client_secret: client_reg.client_secret,
-        client_secret_expires_at: client_reg.client_secret_expires_at,
+        start_url: Some(start_url),
+        client_id: Some(client_reg.client_id),
+        client_secret: Some(client_reg.client_secret),
+        client_secret_expires_at: Some(client_reg.client_secret_expires_at),
         access_token: tokens.access_token,
         access_token_expires_at: tokens.expires_at,
         access_token_issued_at: Some(Timestamp::now()),
@@ -181,15 +181,18 @@ async fn registration(
     client_name: &str,
     now: Timestamp,
 ) -> Result<RegisteredClient, Error> {
-    let reusable = previous.filter(|p| {
-        p.region == t.ic.region && p.client_secret_expires_at > now + jiff::SignedDuration::from_hours(24)
+    // A session made by hand may lack the client: then a new one is registered.
+    let reusable = previous.filter(|p| p.region == t.ic.region).and_then(|p| {
+        let expires = p.client_secret_expires_at?;
+        let (id, secret) = p.refresh_client().ok()?;
+        (expires > now + jiff::SignedDuration::from_hours(24)).then(|| RegisteredClient {
+            client_id: id.to_owned(),
+            client_secret: secret.clone(),
+            client_secret_expires_at: expires,
+        })
     });
     match reusable {
-        Some(p) => Ok(RegisteredClient {
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
-            client_secret_expires_at: p.client_secret_expires_at,
-        }),
+        Some(c) => Ok(c),
         None => oidc::register_client(http, oidc_endpoint, client_name)
             .await
             .map_err(|e| Error::Usage(e.to_string())),

@@ -18,14 +18,16 @@ use crate::{
 /// Session Secret keys and the labels binding it to its source (kept at their former paths).
 pub use crate::source::{binding_labels as labels, session_keys as keys};
 
-/// A portal session.
+/// A portal session. Minting needs only the region and the access token (with its expiry); the
+/// registered client is needed only to refresh the access token, and the start URL only by the
+/// next `tcred login`, so a session Secret made by hand from a token obtained elsewhere works.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
     pub region: String,
-    pub start_url: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub client_secret_expires_at: Timestamp,
+    pub start_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_expires_at: Option<Timestamp>,
     pub access_token: SecretString,
     pub access_token_expires_at: Timestamp,
     pub access_token_issued_at: Option<Timestamp>,
@@ -61,18 +63,19 @@ impl Session {
             Ok(t)
         };
         // Optional, but when present it is checked like the others.
+        let absent = |k: &str| matches!(read_key(secret, k), Err(KeyError::Missing | KeyError::Empty));
         let optional_time = |k: &str| -> Result<Option<Timestamp>, String> {
-            match read_key(secret, k) {
-                Err(KeyError::Missing | KeyError::Empty) => Ok(None),
-                _ => time(k).map(Some),
-            }
+            if absent(k) { Ok(None) } else { time(k).map(Some) }
+        };
+        let optional_text = |k: &str| -> Result<Option<String>, String> {
+            if absent(k) { Ok(None) } else { text(k).map(Some) }
         };
         Ok(Self {
             region: text(keys::REGION)?,
-            start_url: text(keys::START_URL)?,
-            client_id: text(keys::CLIENT_ID)?,
-            client_secret: text(keys::CLIENT_SECRET)?.into(),
-            client_secret_expires_at: time(keys::CLIENT_SECRET_EXPIRES_AT)?,
+            start_url: optional_text(keys::START_URL)?,
+            client_id: optional_text(keys::CLIENT_ID)?,
+            client_secret: optional_text(keys::CLIENT_SECRET)?.map(Into::into),
+            client_secret_expires_at: optional_time(keys::CLIENT_SECRET_EXPIRES_AT)?,
             access_token: text(keys::ACCESS_TOKEN)?.into(),
             access_token_expires_at: time(keys::ACCESS_TOKEN_EXPIRES_AT)?,
             access_token_issued_at: optional_time(keys::ACCESS_TOKEN_ISSUED_AT)?,
@@ -87,13 +90,18 @@ impl Session {
             d.insert(k.to_owned(), ByteString(v.as_bytes().to_vec()));
         };
         put(keys::REGION, &self.region);
-        put(keys::START_URL, &self.start_url);
-        put(keys::CLIENT_ID, &self.client_id);
-        put(keys::CLIENT_SECRET, self.client_secret.expose());
-        put(
-            keys::CLIENT_SECRET_EXPIRES_AT,
-            &rfc3339(self.client_secret_expires_at),
-        );
+        if let Some(u) = &self.start_url {
+            put(keys::START_URL, u);
+        }
+        if let Some(id) = &self.client_id {
+            put(keys::CLIENT_ID, id);
+        }
+        if let Some(cs) = &self.client_secret {
+            put(keys::CLIENT_SECRET, cs.expose());
+        }
+        if let Some(t) = self.client_secret_expires_at {
+            put(keys::CLIENT_SECRET_EXPIRES_AT, &rfc3339(t));
+        }
         put(keys::ACCESS_TOKEN, self.access_token.expose());
         put(
             keys::ACCESS_TOKEN_EXPIRES_AT,
@@ -106,6 +114,27 @@ impl Session {
             put(keys::REFRESH_TOKEN, r.expose());
         }
         d
+    }
+
+    /// The registered client a refresh authenticates with, or which keys it lacks (named, never
+    /// a value).
+    pub fn refresh_client(&self) -> Result<(&str, &SecretString), String> {
+        match (&self.client_id, &self.client_secret) {
+            (Some(id), Some(secret)) => Ok((id, secret)),
+            (id, secret) => {
+                let missing: Vec<&str> = [
+                    (id.is_none(), keys::CLIENT_ID),
+                    (secret.is_none(), keys::CLIENT_SECRET),
+                ]
+                .into_iter()
+                .filter_map(|(m, k)| m.then_some(k))
+                .collect();
+                Err(format!(
+                    "the session Secret has no {} (needed to refresh the access token)",
+                    missing.join(" and ")
+                ))
+            }
+        }
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
@@ -136,10 +165,10 @@ mod tests {
     fn session() -> Session {
         Session {
             region: "ap-southeast-1".into(),
-            start_url: "https://idcenter.example.com/d-1234567890/portal".into(),
-            client_id: "client-1".into(),
-            client_secret: "client-secret-value".into(),
-            client_secret_expires_at: Timestamp::from_second(2_000_000_000).unwrap(),
+            start_url: Some("https://idcenter.example.com/d-1234567890/portal".into()),
+            client_id: Some("client-1".into()),
+            client_secret: Some("client-secret-value".into()),
+            client_secret_expires_at: Some(Timestamp::from_second(2_000_000_000).unwrap()),
             access_token: "access-token-value".into(),
             access_token_expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
             access_token_issued_at: Some(Timestamp::from_second(1_799_971_200).unwrap()),
@@ -190,6 +219,43 @@ mod tests {
             err.contains("accessTokenExpiresAt") && !err.contains("tomorrow"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_hand_made_session_with_only_region_and_access_token_reads_and_names_what_refresh_lacks() {
+        let data: BTreeMap<String, ByteString> = [
+            (keys::REGION, "ap-southeast-1"),
+            (keys::ACCESS_TOKEN, "access-token-value"),
+            (keys::ACCESS_TOKEN_EXPIRES_AT, "2027-01-15T08:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+        let s = Session::from_secret_at(&secret_of(data.clone()), now()).unwrap();
+        assert_eq!(s.region, "ap-southeast-1");
+        assert_eq!((s.start_url.as_deref(), s.client_id.as_deref()), (None, None));
+        assert_eq!(s.to_data(), data, "round-trips without inventing keys");
+        let err = s.refresh_client().unwrap_err();
+        assert_eq!(
+            err,
+            "the session Secret has no clientId and clientSecret (needed to refresh the access token)"
+        );
+        let with_id = Session {
+            client_id: Some("client-1".into()),
+            ..s
+        };
+        assert!(
+            with_id
+                .refresh_client()
+                .unwrap_err()
+                .contains("no clientSecret (")
+        );
+
+        // Present but broken optional keys are still refused, naming the key.
+        let mut bad = data;
+        bad.insert(keys::CLIENT_ID.into(), ByteString(vec![0xff]));
+        let err = Session::from_secret_at(&secret_of(bad), now()).unwrap_err();
+        assert!(err.contains(keys::CLIENT_ID), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`secret`]); this module does the I/O between them.
 
 pub mod failure;
+pub mod formats;
 pub mod mint;
 pub mod pending;
 pub mod plan;

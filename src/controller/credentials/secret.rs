@@ -2,10 +2,13 @@
 //! Secret holds, and the hashes that tell a restarted controller whether it is still good.
 //!
 //! What tcred trusts in a Secret it manages (docs/security.md H5, L3):
-//! - **Only its own keys.** The data hash (`tcred.dev/data-hash`) covers exactly the keys tcred
-//!   writes ([`keys::ALL`]). A key someone else adds is ignored: it is not hashed, so it does not
-//!   make the Secret look edited (and trigger a re-mint), and it is not removed: tcred never
-//!   applies it, so a server-side apply leaves it to the field manager that wrote it.
+//! - **Only its own keys.** The data hash (`tcred.dev/data-hash`) covers the keys that hold the
+//!   credential ([`keys::ALL`]); every other key tcred writes for the spec (ids, consumer formats,
+//!   extra names: [`formats::render`]) is derived from them, and is checked by rendering it again
+//!   from them: a difference rewrites it without minting. A key someone else adds is ignored: it
+//!   is neither hashed nor compared, so it does not make the Secret look edited (and trigger a
+//!   re-mint), and it is not removed: tcred never applies it, so a server-side apply leaves it to
+//!   the field manager that wrote it.
 //! - **The data, not the annotations.** The expiry is read from the hashed data key
 //!   `HUAWEICLOUD_SDK_EXPIRES_AT`; the `tcred.dev/expires-at` annotation is a mirror, rewritten
 //!   when it disagrees. The `tcred.dev/issued-at` annotation is covered by the data hash; when it
@@ -30,18 +33,23 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::formats;
 use crate::{
     api::{DeletionPolicy, TemporaryCredential, annotations, labels},
     cloud::IssuedCredential,
+    sensitive::SecretString,
 };
 
-/// Secret keys (contract: docs/api.md, "The Secret").
+/// Secret keys (contract: docs/api.md, "The Secret"). [`ALL`](keys::ALL) are the keys that hold the
+/// credential, which tcred reads back; the rest of what it writes is in `api::secret_output`.
 pub mod keys {
     pub const ACCESS_KEY: &str = "HUAWEICLOUD_SDK_AK";
     pub const SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";
     pub const SECURITY_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
     pub const EXPIRES_AT: &str = "HUAWEICLOUD_SDK_EXPIRES_AT";
     pub const CREDENTIALS_FILE: &str = "credentials";
+    pub const DOMAIN_ID: &str = "HUAWEICLOUD_SDK_DOMAIN_ID";
+    pub const PROJECT_ID: &str = "HUAWEICLOUD_SDK_PROJECT_ID";
     pub const ALL: [&str; 5] = [
         ACCESS_KEY,
         SECRET_KEY,
@@ -76,12 +84,26 @@ pub fn spec_hash(tc: &TemporaryCredential) -> String {
     short_hash(shaping.to_string().as_bytes())
 }
 
+/// Hash of what shapes the Secret but not the credential: its metadata and which keys it holds.
+/// A change rewrites the Secret without minting; keys the spec no longer asks for are dropped by
+/// that apply.
 fn template_hash(tc: &TemporaryCredential) -> String {
     let t = &tc.spec.secret;
     short_hash(
-        json!({"labels": t.labels, "annotations": t.annotations, "deletionPolicy": t.deletion_policy})
-            .to_string()
-            .as_bytes(),
+        json!({
+            "labels": t.labels,
+            "annotations": t.annotations,
+            "deletionPolicy": t.deletion_policy,
+            "outputs": {
+                "version": 2,
+                "formats": t.formats,
+                "keys": t.keys,
+                "projectId": t.project_id,
+                "region": t.region,
+            },
+        })
+        .to_string()
+        .as_bytes(),
     )
 }
 
@@ -120,21 +142,6 @@ fn hash_own_keys(h: &mut Sha256, data: &BTreeMap<String, ByteString>) {
     }
 }
 
-/// The INI file for `HUAWEICLOUD_SDK_CREDENTIALS_FILE`. The SDK's explicit providers read
-/// `[basic]`/`[global]`, its default chain `[basiccredentials]`/`[globalcredentials]`: all four.
-pub fn credentials_ini(c: &IssuedCredential) -> String {
-    let mut out = String::new();
-    for section in ["basic", "global", "basiccredentials", "globalcredentials"] {
-        out.push_str(&format!(
-            "[{section}]\nak = {}\nsk = {}\nsecurity_token = {}\n\n",
-            c.access_key_id,
-            c.secret_access_key.expose(),
-            c.security_token.expose()
-        ));
-    }
-    out
-}
-
 /// Kept at its former path for callers outside the crate.
 pub use crate::time::rfc3339;
 
@@ -147,27 +154,58 @@ pub struct Times {
 
 /// The Secret holding `cred`: every key written in one object, so readers never mix credentials.
 pub fn build(tc: &TemporaryCredential, cred: &IssuedCredential, times: Times) -> Secret {
-    let mut data = BTreeMap::new();
-    let put = |data: &mut BTreeMap<String, ByteString>, k: &str, v: &str| {
-        data.insert(k.to_owned(), ByteString(v.as_bytes().to_vec()));
-    };
-    put(&mut data, keys::ACCESS_KEY, &cred.access_key_id);
-    put(&mut data, keys::SECRET_KEY, cred.secret_access_key.expose());
-    put(&mut data, keys::SECURITY_TOKEN, cred.security_token.expose());
-    put(&mut data, keys::EXPIRES_AT, &rfc3339(cred.expires_at));
-    put(&mut data, keys::CREDENTIALS_FILE, &credentials_ini(cred));
-    with_data(tc, data, cred.expires_at, times)
+    secret_of(tc, formats::render(tc, cred), cred.expires_at, times)
 }
 
-/// The Secret for `tc` carrying tcred's own keys of `data` unchanged (for refreshing labels and
-/// annotations without minting). Other keys are left out, so the apply leaves them as they are.
+/// The Secret for `tc` holding the credential that `data` (a live Secret's data) holds, with
+/// every key the spec asks for rendered again from it (for rewriting metadata and keys without
+/// minting). Other keys are left out, so the apply leaves them as they are.
 pub fn with_data(
     tc: &TemporaryCredential,
     mut data: BTreeMap<String, ByteString>,
     expires_at: Timestamp,
     times: Times,
 ) -> Secret {
-    data.retain(|k, _| keys::ALL.contains(&k.as_str()));
+    match held_credential(&data) {
+        Some(cred) => data = formats::render(tc, &cred),
+        // Not a credential tcred wrote (only called with an intact one): keep what is there.
+        None => data.retain(|k, _| keys::ALL.contains(&k.as_str())),
+    }
+    secret_of(tc, data, expires_at, times)
+}
+
+/// The credential a Secret's data holds, read from the keys tcred reads back.
+fn held_credential(data: &BTreeMap<String, ByteString>) -> Option<IssuedCredential> {
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| std::str::from_utf8(&v.0).ok())
+            .filter(|v| !v.is_empty())
+    };
+    Some(IssuedCredential {
+        access_key_id: text(keys::ACCESS_KEY)?.to_owned(),
+        secret_access_key: SecretString::new(text(keys::SECRET_KEY)?.to_owned()),
+        security_token: SecretString::new(text(keys::SECURITY_TOKEN)?.to_owned()),
+        expires_at: text(keys::EXPIRES_AT)?.trim().parse().ok()?,
+        clock_skew_seconds: None,
+    })
+}
+
+/// Whether every key tcred writes for `tc` holds what tcred would write for the credential the
+/// data holds. Keys beyond those are not looked at.
+fn outputs_current(tc: &TemporaryCredential, data: &BTreeMap<String, ByteString>) -> bool {
+    held_credential(data).is_some_and(|cred| {
+        formats::render(tc, &cred)
+            .iter()
+            .all(|(k, v)| data.get(k) == Some(v))
+    })
+}
+
+fn secret_of(
+    tc: &TemporaryCredential,
+    data: BTreeMap<String, ByteString>,
+    expires_at: Timestamp,
+    times: Times,
+) -> Secret {
     let template = &tc.spec.secret;
     let mut labels_out = template.labels.clone();
     labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
@@ -277,6 +315,7 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
         None => true,
     };
     let metadata_current = ann.get(TEMPLATE_HASH) == Some(&template_hash(tc))
+        && (!intact || outputs_current(tc, data))
         && issued_current
         && expires_current
         && secret.metadata.owner_references.clone().unwrap_or_default()
@@ -479,7 +518,10 @@ mod tests {
         // key over, so it stays with whoever wrote it.
         let relabelled = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
         let keys_written: Vec<_> = relabelled.data.as_ref().unwrap().keys().cloned().collect();
-        assert_eq!(keys_written.len(), keys::ALL.len());
+        assert_eq!(
+            keys_written.len(),
+            formats::render(&t, &credential("AKID1", 3_600)).len()
+        );
         assert!(!keys_written.contains(&"EXTRA".to_owned()));
         assert_eq!(
             relabelled.metadata.annotations.as_ref().unwrap()[annotations::DATA_HASH],
@@ -551,6 +593,98 @@ mod tests {
         let m = managed(&t, &s);
         assert!(m.intact && !m.metadata_current, "{m:?}");
         assert_eq!(m.issued_at, Some(times().issued_at));
+    }
+
+    /// A Secret as the release before consumer formats wrote it: four INI sections, no domain id,
+    /// the template hash without outputs, and the v2 data hash (or the v1 one).
+    fn previous_release_secret(t: &TemporaryCredential, v1: bool) -> Secret {
+        let mut s = build(t, &credential("AKID1", 3_600), times());
+        let data = s.data.as_mut().unwrap();
+        data.remove(keys::DOMAIN_ID);
+        let mut ini = String::new();
+        for section in ["basic", "global", "basiccredentials", "globalcredentials"] {
+            ini.push_str(&format!(
+                "[{section}]\nak = AKID1\nsk = SK-for-AKID1\nsecurity_token = token-for-AKID1\n\n"
+            ));
+        }
+        data.insert(keys::CREDENTIALS_FILE.into(), ByteString(ini.into_bytes()));
+        let hash = match v1 {
+            true => legacy_data_hash(data),
+            false => data_hash(data, times().issued_at),
+        };
+        let sp = &t.spec.secret;
+        let old_template = short_hash(
+            json!({"labels": sp.labels, "annotations": sp.annotations, "deletionPolicy": sp.deletion_policy})
+                .to_string()
+                .as_bytes(),
+        );
+        annotate(&mut s, annotations::DATA_HASH, &hash);
+        annotate(&mut s, TEMPLATE_HASH, &old_template);
+        s
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_credential_and_rewrites_the_secret_with_the_new_keys() {
+        let t = tc("billing");
+        for v1 in [false, true] {
+            let old = previous_release_secret(&t, v1);
+            let m = managed(&t, &old);
+            assert!(m.intact && m.spec_hash_matches && !m.metadata_current, "{m:?}");
+            let rewritten = with_data(&t, old.data.clone().unwrap(), m.expires_at.unwrap(), times());
+            let data = rewritten.data.as_ref().unwrap();
+            assert_eq!(data[keys::DOMAIN_ID].0, b"0123456789abcdef0123456789abcdef");
+            assert!(String::from_utf8_lossy(&data[keys::CREDENTIALS_FILE].0).contains("[basic.credentials]"));
+            assert_eq!(data[keys::SECRET_KEY].0, b"SK-for-AKID1");
+            let m2 = managed(&t, &rewritten);
+            assert!(m2.intact && m2.metadata_current, "{m2:?}");
+            assert_eq!((m2.access_key_id, m2.issued_at), (m.access_key_id, m.issued_at));
+        }
+    }
+
+    #[test]
+    fn changing_formats_rewrites_the_keys_without_a_new_credential() {
+        let t = tc("billing");
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        let mut with_obs = t.clone();
+        with_obs.spec.secret.formats = vec!["obs".into()];
+        with_obs.spec.secret.keys = BTreeMap::from([("OBS_ACCESS_KEY_ID".into(), "MY_AK".into())]);
+        let m = managed(&with_obs, &s);
+        assert!(m.intact && m.spec_hash_matches && !m.metadata_current, "{m:?}");
+        let rewritten = with_data(&with_obs, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        let data = rewritten.data.as_ref().unwrap();
+        assert_eq!(data["OBS_SECRET_ACCESS_KEY"].0, b"SK-for-AKID1");
+        assert_eq!(data["MY_AK"].0, b"AKID1");
+        assert!(managed(&with_obs, &rewritten).metadata_current);
+
+        // Dropping the format again: the keys are not applied any more, so the apply removes them.
+        let m = managed(&t, &rewritten);
+        assert!(m.intact && !m.metadata_current);
+        let back = with_data(
+            &t,
+            rewritten.data.clone().unwrap(),
+            m.expires_at.unwrap(),
+            times(),
+        );
+        assert!(!back.data.as_ref().unwrap().contains_key("OBS_ACCESS_KEY_ID"));
+        assert!(!back.data.as_ref().unwrap().contains_key("MY_AK"));
+    }
+
+    #[test]
+    fn an_edited_format_key_is_rewritten_from_the_credential_not_re_minted() {
+        let mut t = tc("billing");
+        t.spec.secret.formats = vec!["aws".into()];
+        let mut s = build(&t, &credential("AKID1", 3_600), times());
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("AWS_SECRET_ACCESS_KEY".into(), ByteString(b"tampered".to_vec()));
+        let m = managed(&t, &s);
+        assert!(m.intact && !m.metadata_current, "{m:?}");
+        let repaired = with_data(&t, s.data.clone().unwrap(), m.expires_at.unwrap(), times());
+        assert_eq!(
+            repaired.data.as_ref().unwrap()["AWS_SECRET_ACCESS_KEY"].0,
+            b"SK-for-AKID1"
+        );
     }
 
     #[test]

@@ -67,9 +67,17 @@ async fn checked_session<K: SourceResource>(
     loaded: Loaded,
     now: Timestamp,
 ) -> (Check, Option<Timestamp>) {
-    let session = refresh::refresh_if_due(ctx, src, view, loaded, now).await;
-    let refresh_at = session.refresh_token.as_ref().map(|_| session.refresh_at());
-    (Check::Session(Ok(session.access_token_expires_at)), refresh_at)
+    let (session, blocked) = refresh::refresh_if_due(ctx, src, view, loaded, now).await;
+    let expires = session.access_token_expires_at;
+    match blocked {
+        // Nothing to schedule: the refresh waits for the missing keys (the Secret is re-read at
+        // every check).
+        Some(missing) => (Check::SessionRefreshBlocked { expires, missing }, None),
+        None => {
+            let refresh_at = session.refresh_token.as_ref().map(|_| session.refresh_at());
+            (Check::Session(Ok(expires)), refresh_at)
+        }
+    }
 }
 
 /// One Event per condition that changed status or reason.

@@ -27,23 +27,28 @@ pub struct Loaded {
 }
 
 /// The session to check: refreshed first when it has a refresh token and the refresh is due. A
-/// failed refresh is a warning (log and Event) and the session as it was is checked.
+/// failed refresh is a warning (log and Event) and the session as it was is checked. When the
+/// refresh cannot even be tried because the Secret lacks keys only a refresh needs (a session
+/// Secret made by hand), that is returned too, for the status to name them.
 pub async fn refresh_if_due<K: SourceResource>(
     ctx: &Context,
     src: &K,
     view: &SourceView<'_>,
     loaded: Loaded,
     now: Timestamp,
-) -> Session {
+) -> (Session, Option<String>) {
     if loaded.session.refresh_token.is_none() || loaded.session.refresh_at() > now {
-        return loaded.session;
+        return (loaded.session, None);
+    }
+    if let Err(missing) = loaded.session.refresh_client() {
+        return (loaded.session, Some(missing));
     }
     match refresh(ctx, src, view, &loaded, now).await {
-        Ok(fresh) => fresh,
+        Ok(fresh) => (fresh, None),
         Err(message) => {
             warn!(%message, "could not refresh the Identity Center session");
             apply::publish(ctx, src, true, "SessionRefreshFailed", "Refresh", message).await;
-            loaded.session
+            (loaded.session, None)
         }
     }
 }
@@ -59,23 +64,18 @@ async fn refresh<K: SourceResource>(
 ) -> Result<Session, String> {
     let session = &loaded.session;
     let refresh_token = session.refresh_token.as_ref().ok_or("no refresh token")?;
+    let (client_id, client_secret) = session.refresh_client()?;
     // A namespaced source's endpoints must be allowed before its tokens go anywhere.
     let overrides = crate::source::overrides(K::KIND, ctx.http.policy());
     let eps = endpoints::resolve(&session.region, view.endpoints, overrides).map_err(|e| e.to_string())?;
-    let tokens = oidc::refresh(
-        &ctx.http,
-        &eps.oidc,
-        &session.client_id,
-        &session.client_secret,
-        refresh_token,
-    )
-    .await
-    .map_err(|e| {
-        format!(
-            "refreshing the Identity Center access token failed: {e}; run `{}` if this persists",
-            src.login_hint()
-        )
-    })?;
+    let tokens = oidc::refresh(&ctx.http, &eps.oidc, client_id, client_secret, refresh_token)
+        .await
+        .map_err(|e| {
+            format!(
+                "refreshing the Identity Center access token failed: {e}; run `{}` if this persists",
+                src.login_hint()
+            )
+        })?;
     let fresh = Session {
         access_token: tokens.access_token,
         access_token_expires_at: tokens.expires_at,

@@ -27,6 +27,12 @@ pub enum Check {
     AccessKey(Result<String, String>),
     /// identityCenter: the session's expiry, or why there is no usable session.
     Session(Result<Timestamp, SessionProblem>),
+    /// identityCenter: a usable session whose refresh is due but cannot be tried: the session
+    /// Secret lacks keys only a refresh needs (`missing` names them).
+    SessionRefreshBlocked {
+        expires: Timestamp,
+        missing: String,
+    },
     WebIdentity,
     /// The access key or session Secret is not labelled for this source: nothing else was read
     /// from it.
@@ -54,7 +60,9 @@ pub fn status_for(
         observed_generation: generation,
         mode: mode.map(str::to_owned),
         session_expires_at: match check {
-            Check::Session(Ok(expires)) => Some(Time(*expires)),
+            Check::Session(Ok(expires)) | Check::SessionRefreshBlocked { expires, .. } => {
+                Some(Time(*expires))
+            }
             _ => None,
         },
         access_key_id: match check {
@@ -67,7 +75,7 @@ pub fn status_for(
         set_condition(&mut s.conditions, c, generation, now);
     }
     match check {
-        Check::Session(Ok(_)) => {}
+        Check::Session(Ok(_)) | Check::SessionRefreshBlocked { .. } => {}
         Check::Session(Err(_)) => remove_condition(&mut s.conditions, types::SESSION_EXPIRING_SOON),
         _ => {
             remove_condition(&mut s.conditions, types::SESSION_EXPIRING_SOON);
@@ -115,6 +123,22 @@ fn conditions_for(
         Check::SecretNotBound(message) => ready(false, reasons::SECRET_NOT_BOUND, message.clone()),
         Check::Session(Err(p)) => ready(false, p.reason, p.message.clone()),
         Check::Session(Ok(expires)) => session_conditions(*expires, now, warning, login_hint),
+        Check::SessionRefreshBlocked { expires, missing } => {
+            let mut cs = session_conditions(*expires, now, warning, login_hint);
+            if *expires > now {
+                let at = rfc3339(*expires);
+                cs.retain(|c| c.type_ != types::SESSION_EXPIRING_SOON);
+                cs.push(condition(
+                    types::SESSION_EXPIRING_SOON,
+                    true,
+                    reasons::SESSION_ENDING,
+                    format!(
+                        "the access token is due for a refresh but {missing}; the session ends at {at}: add them or run `{login_hint}` before then"
+                    ),
+                ));
+            }
+            cs
+        }
     }
 }
 
@@ -183,7 +207,7 @@ pub fn next_check(
 ) -> Duration {
     // Checked arithmetic: the expiry comes from a Secret anyone in the namespace may write.
     let mut wake = now.checked_add(signed(RECHECK)).unwrap_or(Timestamp::MAX);
-    if let Check::Session(Ok(expires)) = check {
+    if let Check::Session(Ok(expires)) | Check::SessionRefreshBlocked { expires, .. } = check {
         for t in [
             expires.checked_sub(signed(warning)).ok(),
             Some(*expires),
@@ -358,6 +382,32 @@ mod tests {
         assert_eq!(cond(&s, types::READY), ("False", reasons::SECRET_NOT_BOUND));
         assert_eq!(s.access_key_id, None);
         assert!(find(&s.conditions, types::SESSION_EXPIRED).is_none());
+    }
+
+    #[test]
+    fn a_refresh_blocked_by_missing_keys_is_named_in_session_expiring_soon_and_ready_stays_true() {
+        let check = Check::SessionRefreshBlocked {
+            expires: t(10 * DAY as i64),
+            missing: "the session Secret has no clientId (needed to refresh the access token)".into(),
+        };
+        let s = status_for(
+            &SourceStatus::default(),
+            Some(1),
+            None,
+            &check,
+            t(0),
+            Duration::from_secs(DAY),
+            HINT,
+        );
+        let ready = find(&s.conditions, types::READY).unwrap();
+        assert_eq!(ready.status, "True");
+        let soon = find(&s.conditions, types::SESSION_EXPIRING_SOON).unwrap();
+        assert_eq!(
+            (soon.status.as_str(), soon.reason.as_str()),
+            ("True", reasons::SESSION_ENDING)
+        );
+        assert!(soon.message.contains("no clientId"), "{}", soon.message);
+        assert_eq!(s.session_expires_at, Some(Time(t(10 * DAY as i64))));
     }
 
     #[test]

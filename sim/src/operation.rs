@@ -15,6 +15,7 @@ pub enum Operation {
     AssumeAgency,
     AssumeAgencyWithOidc,
     GetCallerIdentity,
+    CreateSecret,
     Unknown,
 }
 
@@ -31,6 +32,7 @@ impl Operation {
             ("POST", "/v5/agencies/assume") => Self::AssumeAgency,
             ("POST", "/v5/agencies/assume-with-oidc") => Self::AssumeAgencyWithOidc,
             ("GET", "/v5/caller-identity") => Self::GetCallerIdentity,
+            ("POST", "/v2/manage/utils/secret") => Self::CreateSecret,
             _ => Self::Unknown,
         }
     }
@@ -47,6 +49,7 @@ impl Operation {
             Self::AssumeAgency => "AssumeAgency",
             Self::AssumeAgencyWithOidc => "AssumeAgencyWithOIDC",
             Self::GetCallerIdentity => "GetCallerIdentity",
+            Self::CreateSecret => "CreateSecret",
             Self::Unknown => "Unknown",
         }
     }
@@ -54,7 +57,7 @@ impl Operation {
     pub fn is_mint(self) -> bool {
         matches!(
             self,
-            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials
+            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials | Self::CreateSecret
         )
     }
 }

@@ -323,7 +323,7 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
         ),
         (
             "no-expiry",
-            json!({"operations": ["CreateSecret"], "expiration": null}),
+            json!({"operations": ["CreateSecret"], "expiration": 12}),
             "X-Swr-Expireat",
         ),
     ] {

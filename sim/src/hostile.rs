@@ -27,6 +27,10 @@ pub const DEFAULT_OPERATIONS: [&str; 4] = [
     "CreateToken",
 ];
 
+/// An operation hostile mode applies to only when named: SWR CreateSecret (its expiry is a header,
+/// so `expiration` replaces `X-Swr-Expireat`; a non-string value removes it).
+pub const OPT_IN_OPERATION: &str = "CreateSecret";
+
 /// Largest huge body the control API accepts (64 GiB): the body is generated, not stored.
 pub const MAX_HUGE_BODY_BYTES: u64 = 64 << 30;
 /// Longest drip the control API accepts.
@@ -70,10 +74,10 @@ impl Hostile {
         if let Some(op) = self
             .operations
             .iter()
-            .find(|op| !DEFAULT_OPERATIONS.contains(&op.as_str()))
+            .find(|op| !DEFAULT_OPERATIONS.contains(&op.as_str()) && op.as_str() != OPT_IN_OPERATION)
         {
             return Err(format!(
-                "unknown operation {op}; hostile mode applies to {}",
+                "unknown operation {op}; hostile mode applies to {} and {OPT_IN_OPERATION}",
                 DEFAULT_OPERATIONS.join(", ")
             ));
         }

@@ -16,6 +16,7 @@ mod operation;
 mod portal;
 mod state;
 mod sts;
+mod swr;
 #[cfg(test)]
 mod testing;
 
@@ -65,6 +66,7 @@ pub fn router(sim: SharedSim) -> Router {
         .route("/v5/caller-identity", get(sts::get_caller_identity))
         .route("/v3/projects", get(iam::list_projects))
         .route("/v3/auth/domains", get(iam::list_auth_domains))
+        .route("/v2/manage/utils/secret", post(swr::create_secret))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
@@ -94,6 +96,7 @@ pub fn router(sim: SharedSim) -> Router {
         .route("/control/device/deny", post(control::deny))
         .route("/control/device/pending", get(control::pending))
         .route("/control/sessions/expire", post(control::expire_sessions))
+        .route("/control/swr/verify", post(swr::verify_login))
         .route("/device", get(control::device_page));
     control.merge(api).with_state(sim)
 }
@@ -339,6 +342,64 @@ mod http_tests {
         assert_eq!(stats["requests"]["403"], 1);
         assert_eq!(stats["requestsByOperation"]["GetCallerIdentity"], 2);
         assert_eq!(stats["activeTemporaryKeys"], 2);
+    }
+
+    #[tokio::test]
+    async fn swr_logins_for_a_temporary_key_verify_and_swr_faults_leave_sts_alone() {
+        let h = start().await;
+        let assume = json!({"agency_urn": AGENCY, "agency_session_name": "pull"});
+        let (status, v) = h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await;
+        assert_eq!(status, 200, "{v}");
+        let key = temp_key(&v);
+        // tcred's own client against the simulator: signing, parsing and checks end to end.
+        let http = tcred::cloud::HttpClient::new(tcred::cloud::http::Timeouts::default()).unwrap();
+        let endpoint = tcred::cloud::endpoints::parse_endpoint(&h.base).unwrap();
+        let login = tcred::cloud::swr::create_secret(&http, &endpoint, &key, "cn-north-4", 900)
+            .await
+            .unwrap();
+        assert_eq!(login.host, "swr.cn-north-4.myhuaweicloud.com");
+        assert!(login.username.starts_with("cn-north-4@"), "{}", login.username);
+        let left = login.expires_at.duration_since(jiff::Timestamp::now()).as_secs();
+        assert!((895..=900).contains(&left), "{left}");
+        let check = |password: &str| json!({"username": login.username, "password": password});
+        let (_, v) = h
+            .post("/control/swr/verify", check(login.password.expose()))
+            .await;
+        assert_eq!(v["valid"], true, "{v}");
+        let (_, v) = h.post("/control/swr/verify", check("wrong")).await;
+        assert_eq!(v["valid"], false, "{v}");
+
+        // Unsigned: the gateway's 401.
+        let resp = h
+            .http
+            .post(format!(
+                "{}/v2/manage/utils/secret?projectname=cn-north-4",
+                h.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+
+        // Scope swr: CreateSecret fails, STS still answers.
+        let resp = h
+            .http
+            .put(format!("{}/control/faults", h.base))
+            .json(&json!({"errorRate": 1.0, "scope": "swr"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let e = tcred::cloud::swr::create_secret(&http, &endpoint, &key, "cn-north-4", 900)
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), tcred::cloud::ErrorClass::Server, "{e}");
+        assert_eq!(
+            h.signed(&user(), "POST", "/v5/agencies/assume", &assume).await.0,
+            200
+        );
+        let (_, stats) = h.get("/control/stats", None).await;
+        assert_eq!(stats["requestsByOperation"]["CreateSecret"], 3);
     }
 
     #[tokio::test]

@@ -89,7 +89,12 @@ pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Re
     };
     let (latency_ms, fault, hostile) = {
         let mut knobs = lock(&sim.knobs);
-        let eligible = op != Operation::Unknown && (op.is_mint() || knobs.faults.scope == FaultScope::All);
+        let eligible = op != Operation::Unknown
+            && match knobs.faults.scope {
+                FaultScope::Mint => op.is_mint(),
+                FaultScope::All => true,
+                FaultScope::Swr => op == Operation::CreateSecret,
+            };
         let hostile = knobs.hostile.applies_to(op).then(|| knobs.hostile.clone());
         if eligible {
             (knobs.faults.latency_ms, decide(&mut knobs), hostile)
@@ -169,6 +174,13 @@ async fn hostile_body(h: &Hostile, op: Operation, resp: Response) -> Response {
     }
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
+    // SWR's expiry is a header: a string replaces it, anything else removes it.
+    if let (Operation::CreateSecret, Some(value)) = (op, &h.expiration) {
+        parts.headers.remove("x-swr-expireat");
+        if let Some(v) = value.as_str().and_then(|s| HeaderValue::from_str(s).ok()) {
+            parts.headers.insert("x-swr-expireat", v);
+        }
+    }
     if let Some(total) = h.huge_body_bytes {
         parts.status = StatusCode::OK;
         parts

@@ -17,6 +17,7 @@ pub enum Operation {
     GetCallerIdentity,
     KeystoneListProjects,
     KeystoneListAuthDomains,
+    CreateSecret,
     Unknown,
 }
 
@@ -35,6 +36,7 @@ impl Operation {
             ("GET", "/v5/caller-identity") => Self::GetCallerIdentity,
             ("GET", "/v3/projects") => Self::KeystoneListProjects,
             ("GET", "/v3/auth/domains") => Self::KeystoneListAuthDomains,
+            ("POST", "/v2/manage/utils/secret") => Self::CreateSecret,
             _ => Self::Unknown,
         }
     }
@@ -53,6 +55,7 @@ impl Operation {
             Self::GetCallerIdentity => "GetCallerIdentity",
             Self::KeystoneListProjects => "KeystoneListProjects",
             Self::KeystoneListAuthDomains => "KeystoneListAuthDomains",
+            Self::CreateSecret => "CreateSecret",
             Self::Unknown => "Unknown",
         }
     }
@@ -67,7 +70,7 @@ impl Operation {
     pub fn is_mint(self) -> bool {
         matches!(
             self,
-            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials
+            Self::AssumeAgency | Self::AssumeAgencyWithOidc | Self::GetAgencyCredentials | Self::CreateSecret
         )
     }
 }

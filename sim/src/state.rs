@@ -248,6 +248,12 @@ pub struct TempKey {
     pub session_name: String,
 }
 
+/// An SWR login this simulator issued (docs/simulator.md#swr), by user name.
+pub struct SwrLogin {
+    pub password: SecretString,
+    pub expires_at: Timestamp,
+}
+
 pub struct Issued {
     pub access_key_id: String,
     pub secret_access_key: SecretString,
@@ -258,11 +264,13 @@ pub struct Issued {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultScope {
-    /// AssumeAgency, AssumeAgencyWithOIDC and GetAgencyCredentials.
+    /// AssumeAgency, AssumeAgencyWithOIDC, GetAgencyCredentials and SWR CreateSecret.
     #[default]
     Mint,
-    /// Every OIDC, portal and STS operation.
+    /// Every OIDC, portal, STS and SWR operation.
     All,
+    /// SWR CreateSecret only (a registry failing while STS works).
+    Swr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -390,6 +398,8 @@ pub struct Sim {
     pub stats: Mutex<Stats>,
     /// What clients sent (tokens, secrets), for `GET /control/received`.
     pub received: Mutex<Received>,
+    /// SWR logins issued and not yet expired.
+    pub swr_logins: Mutex<HashMap<String, SwrLogin>>,
 }
 
 pub type SharedSim = Arc<Sim>;
@@ -403,6 +413,7 @@ impl Sim {
             knobs: Mutex::default(),
             stats: Mutex::default(),
             received: Mutex::default(),
+            swr_logins: Mutex::default(),
         }
     }
 
@@ -463,6 +474,7 @@ impl Sim {
     pub fn prune(&self, now: Timestamp) {
         let grace = SignedDuration::from_secs(600);
         lock(&self.keys).retain(|_, k| k.expires_at > now);
+        lock(&self.swr_logins).retain(|_, l| l.expires_at > now);
         let mut ic = lock(&self.ic);
         ic.clients.retain(|_, c| c.secret_expires_at + grace > now);
         let before = ic.devices.len();

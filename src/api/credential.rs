@@ -96,6 +96,10 @@ fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         .message("renewBefore must be shorter than duration"),
     validation = Rule::new("!has(self.serviceAccountName) || has(self.agencyUrn)")
         .message("serviceAccountName applies to webIdentity sources, which mint agencyUrn credentials"),
+    validation = Rule::new("!has(self.imagePullSecret) || !has(self.podIdentity)")
+        .message("an imagePullSecret credential holds only a registry login: it cannot be served with podIdentity"),
+    validation = Rule::new("has(self.imagePullSecret) == has(oldSelf.imagePullSecret)")
+        .message("imagePullSecret cannot be added or removed (a Secret's type is immutable): create another TemporaryCredential"),
 )]
 pub struct TemporaryCredentialSpec {
     /// The CredentialSource (same namespace) or ClusterCredentialSource that tcred authenticates to
@@ -169,6 +173,33 @@ pub struct TemporaryCredentialSpec {
     /// Absent: not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity: Option<PodIdentity>,
+
+    /// Write an image pull Secret for Huawei's SoftWare Repository for Container (SWR) instead of
+    /// the credential: tcred mints the credential as usual, uses it once to obtain a temporary SWR
+    /// login, and writes only that login, as a Secret of type `kubernetes.io/dockerconfigjson`
+    /// for `swr.<region>.myhuaweicloud.com` (the credential itself is never written). Cannot be
+    /// added or removed once the TemporaryCredential exists, nor combined with podIdentity.
+    /// The source's principal needs the IAM action `swr::createLoginSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<ImagePullSecret>,
+}
+
+/// The SWR login an image pull Secret holds (docs/registry.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullSecret {
+    /// The SWR region, e.g. `cn-north-4`: the registry is `swr.<region>.myhuaweicloud.com`.
+    /// Default: the source's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2,}-[a-z]+-[0-9]{1,3}$"), length(max = 32))]
+    pub region: Option<String>,
+    /// How long each login is valid, 15m to 24h (SWR's range). It is never asked for longer than
+    /// the credential that obtains it has left; default: that remaining lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('15m') && duration(self) <= duration('24h')")
+        .message("imagePullSecret.validity must be between 15m and 24h"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    pub validity: Option<Duration>,
 }
 
 /// A DNS-1123 subdomain, as ServiceAccount names are.

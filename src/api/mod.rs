@@ -10,8 +10,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use credential::{
-    DeletionPolicy, PermissionSetRef, RestartKind, RolloutRestartTarget, SecretSpec, SourceKind, SourceRef,
-    TemporaryCredential, TemporaryCredentialSpec, TemporaryCredentialStatus,
+    DeletionPolicy, ImagePullSecret, PermissionSetRef, RestartKind, RolloutRestartTarget, SecretSpec,
+    SourceKind, SourceRef, TemporaryCredential, TemporaryCredentialSpec, TemporaryCredentialStatus,
 };
 pub use source::{
     AccessKeySource, AllowedNamespaces, ClusterCredentialSource, ClusterCredentialSourceSpec,

@@ -222,6 +222,12 @@ pub struct Endpoints {
     #[x_kube(validation = Rule::new(ENDPOINT_RULE).message(ENDPOINT_MESSAGE))]
     #[schemars(length(max = 512))]
     pub sts: Option<String>,
+    /// SWR (image pull Secrets), default `https://swr-api.<region>.myhuaweicloud.com`, where
+    /// `<region>` is the credential's `imagePullSecret.region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(ENDPOINT_RULE).message(ENDPOINT_MESSAGE))]
+    #[schemars(length(max = 512))]
+    pub swr: Option<String>,
 }
 
 const ENDPOINT_RULE: &str = r"self.matches('^https://[^/?#@]+(/[^?#]*)?$') || self.matches('^http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/[^?#]*)?$')";

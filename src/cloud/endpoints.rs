@@ -208,6 +208,25 @@ pub fn resolve(
     })
 }
 
+/// The SWR endpoint for `region` (`https://swr-api.<region>.myhuaweicloud.com`), or the
+/// source's `swr` override, checked like every other endpoint.
+pub fn resolve_swr(
+    region: &str,
+    endpoints: Option<&Endpoints>,
+    overrides: Overrides<'_>,
+) -> Result<Url, CloudError> {
+    let url = match endpoints.and_then(|e| e.swr.as_ref()) {
+        Some(u) => parse_endpoint(u)?,
+        None => parse_endpoint(&format!("https://swr-api.{region}.myhuaweicloud.com"))?,
+    };
+    match overrides {
+        Overrides::Namespaced(policy) if !policy.allows(&url) => Err(CloudError::EndpointNotAllowed {
+            endpoint: describe_url(&url),
+        }),
+        _ => Ok(url),
+    }
+}
+
 /// Parses and checks one endpoint URL. Messages name at most the scheme and host of `raw`,
 /// never its userinfo, path or query.
 pub fn parse_endpoint(raw: &str) -> Result<Url, CloudError> {

@@ -159,7 +159,7 @@ impl HttpClient {
         secrets: &[&SecretString],
     ) -> Result<Received<T>, CloudError> {
         let r = self.exchange(operation, req, secrets).await?;
-        let value = serde_json::from_slice(&r.value).map_err(|e| CloudError::Decode {
+        let value = serde_json::from_slice(&r.value.0).map_err(|e| CloudError::Decode {
             operation,
             // serde's message names the field and position, and for a wrongly typed value quotes
             // it: an endpoint could put what we sent it there, so it is scrubbed like any text.
@@ -178,7 +178,18 @@ impl HttpClient {
         req: reqwest::RequestBuilder,
         secrets: &[&SecretString],
     ) -> Result<bytes::Bytes, CloudError> {
-        self.exchange(operation, req, secrets).await.map(|r| r.value)
+        self.exchange(operation, req, secrets).await.map(|r| r.value.0)
+    }
+
+    /// [`send`](Self::send) for an API that also answers in headers (SWR's `X-Swr-Expireat`):
+    /// the 2xx body with the response's headers, and the clock skew the response showed.
+    pub async fn send_with_headers(
+        &self,
+        operation: &'static str,
+        req: reqwest::RequestBuilder,
+        secrets: &[&SecretString],
+    ) -> Result<Received<(bytes::Bytes, reqwest::header::HeaderMap)>, CloudError> {
+        self.exchange(operation, req, secrets).await
     }
 
     async fn exchange(
@@ -186,7 +197,7 @@ impl HttpClient {
         operation: &'static str,
         req: reqwest::RequestBuilder,
         secrets: &[&SecretString],
-    ) -> Result<Received<bytes::Bytes>, CloudError> {
+    ) -> Result<Received<(bytes::Bytes, reqwest::header::HeaderMap)>, CloudError> {
         let (client, request) = req.build_split();
         let request = request.map_err(|e| {
             CloudError::Config(format!("building the {operation} request: {}", e.without_url()))
@@ -218,7 +229,7 @@ impl HttpClient {
         let body = read_body(operation, &url, trusted, status, &mut resp).await?;
         if (200..300).contains(&status) {
             return Ok(Received {
-                value: body,
+                value: (body, std::mem::take(resp.headers_mut())),
                 clock_skew_seconds,
             });
         }
@@ -295,6 +306,7 @@ fn service_of(operation: &str) -> &'static str {
     match operation {
         "AssumeAgency" | "AssumeAgencyWithOIDC" | "GetCallerIdentity" => "sts",
         "ListAccountAgencies" | "GetAgencyCredentials" | "Logout" => "portal",
+        "CreateSecret" => "swr",
         _ => "oidc",
     }
 }

@@ -1,4 +1,4 @@
-//! Huawei Cloud: request signing, the OIDC, portal and STS clients, endpoint rules and error
+//! Huawei Cloud: request signing, the OIDC, portal, STS and SWR clients, endpoint rules and error
 //! classification. Nothing here knows about Kubernetes.
 
 pub mod audit;
@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod portal;
 pub mod signer;
 pub mod sts;
+pub mod swr;
 
 pub use credential::IssuedCredential;
 pub use error::{CloudError, ErrorClass};

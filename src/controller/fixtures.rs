@@ -34,6 +34,7 @@ pub fn tc(name: &str) -> TemporaryCredential {
             secret: Default::default(),
             rollout_restart_targets: vec![],
             pod_identity: None,
+            image_pull_secret: None,
         },
         status: None,
     }

@@ -5,9 +5,11 @@
 
 pub mod failure;
 pub mod formats;
+pub mod login;
 pub mod mint;
 pub mod pending;
 pub mod plan;
+pub mod registry;
 pub mod secret;
 pub mod status;
 
@@ -314,11 +316,14 @@ impl Reconciler<'_> {
     ) -> Result<Action, Error> {
         match decision {
             Plan::Conflict => {
+                let why = live
+                    .as_ref()
+                    .and_then(|l| registry::type_mismatch(l, secret::secret_type(self.tc)))
+                    .unwrap_or_else(|| "is not managed by tcred for this TemporaryCredential".to_owned());
                 let p = Problem::new(
                     reasons::SECRET_CONFLICT,
                     format!(
-                        "Secret {}/{} exists and is not managed by tcred for this TemporaryCredential; \
-                         tcred will not overwrite it: delete it or set spec.secret.name",
+                        "Secret {}/{} exists and {why}; tcred will not overwrite it: delete it or set spec.secret.name",
                         self.namespace(),
                         secret::secret_name(self.tc)
                     ),
@@ -399,17 +404,23 @@ impl Reconciler<'_> {
         // recomputed from them after a restart must match this one exactly.
         let started =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+        // Resolved before the mint, so a refused SWR endpoint costs no credential.
+        let registry = login::registry_of(self.ctx, self.tc, m.source, m.auth)?;
         let result = {
             let _timer = self.ctx.metrics.record_mint_call();
             mint::mint(self.ctx, self.tc, m.source, m.auth).await
         };
         let min_left = self.ctx.config.min_credential_lifetime;
         let mut cred = result.and_then(|c| failure::usable(started, c, min_left))?;
-        self.ctx.metrics.record_mint_success(m.source.label());
         // Everything here (the Secret, the status, the schedule) uses cluster time, corrected by
         // the skew this very call measured (trusted hosts only), never another reconcile's.
         let issued_expiry = cred.expires_at;
         cred.expires_at = expiry_in_cluster_time(started, issued_expiry, cred.clock_skew_seconds);
+        let login = match registry {
+            Some(r) => Some(self.registry_login(&r, &mut cred, started).await?),
+            None => None,
+        };
+        self.ctx.metrics.record_mint_success(m.source.label());
         info!(access_key_id = %cred.access_key_id, expires_at = %rfc3339(cred.expires_at), "credential minted");
         Ok(PendingWrite {
             spec_hash,
@@ -417,7 +428,32 @@ impl Reconciler<'_> {
             issued_at: started,
             issued_expiry,
             rotate_request: self.rotate_request().map(str::to_owned),
+            login,
         })
+    }
+
+    /// The SWR login of an `imagePullSecret` credential, obtained with `cred`, whose expiry
+    /// becomes the earlier of the two (docs/registry.md); a login too short to be worth writing
+    /// is a failed mint like a short credential.
+    async fn registry_login(
+        &self,
+        registry: &login::Registry,
+        cred: &mut crate::cloud::IssuedCredential,
+        started: Timestamp,
+    ) -> Result<crate::cloud::swr::RegistryLogin, MintError> {
+        let left = until(started, cred.expires_at);
+        let mut got = login::obtain(self.ctx, registry, cred, left).await?;
+        got.expires_at = expiry_in_cluster_time(started, got.expires_at, got.clock_skew_seconds);
+        cred.expires_at = registry::effective_expiry(got.expires_at, cred.expires_at);
+        crate::schedule::check_issued(started, cred.expires_at, self.ctx.config.min_credential_lifetime)
+            .map_err(|message| {
+                MintError::new(
+                    crate::cloud::ErrorClass::InvalidResponse,
+                    format!("SWR: {message} (--min-credential-lifetime)"),
+                )
+            })?;
+        info!(registry = %got.host, expires_at = %rfc3339(cred.expires_at), "registry login obtained");
+        Ok(got)
     }
 
     /// Whether the Secret write that follows this mint has not been seen to work: the first write,
@@ -448,14 +484,23 @@ impl Reconciler<'_> {
                 .unwrap_or(now),
             clock_skew_seconds: None,
         };
-        let built = secret::build(
-            self.tc,
-            &placeholder,
-            Times {
-                issued_at: now,
-                renewal_at: now,
-            },
-        );
+        let times = Times {
+            issued_at: now,
+            renewal_at: now,
+        };
+        let built = match &self.tc.spec.image_pull_secret {
+            Some(_) => {
+                let login =
+                    registry::placeholder("swr.region.myhuaweicloud.com".into(), placeholder.expires_at);
+                secret::with_data(
+                    self.tc,
+                    registry::data(&login, login.expires_at),
+                    login.expires_at,
+                    times,
+                )
+            }
+            None => secret::build(self.tc, &placeholder, times),
+        };
         match apply::write_secret(self.ctx, &built, missing, true).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if missing && s.code == 409 => Err(DryRun::Appeared),
@@ -480,7 +525,15 @@ impl Reconciler<'_> {
             issued_at: started,
             renewal_at: renewal.at,
         };
-        let built = secret::build(self.tc, cred, times);
+        let built = match &minted.login {
+            Some(login) => secret::with_data(
+                self.tc,
+                registry::data(login, cred.expires_at),
+                cred.expires_at,
+                times,
+            ),
+            None => secret::build(self.tc, cred, times),
+        };
         if let Err(e) = apply::write_secret(self.ctx, &built, m.missing, false).await {
             let appeared = m.missing && matches!(&e, kube::Error::Api(s) if s.code == 409);
             let message = failure::write_failure_message(&e, true, appeared, &secret::secret_name(self.tc));

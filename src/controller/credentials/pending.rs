@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Mutex};
 
 use jiff::Timestamp;
 
-use crate::cloud::IssuedCredential;
+use crate::cloud::{IssuedCredential, swr::RegistryLogin};
 
 /// A minted credential waiting for its Secret write.
 #[derive(Clone, Debug)]
@@ -22,6 +22,9 @@ pub struct PendingWrite {
     pub issued_expiry: Timestamp,
     /// The rotate request the mint honoured, if any.
     pub rotate_request: Option<String>,
+    /// For an `imagePullSecret` credential, the SWR login obtained with `credential` (whose
+    /// `expires_at` is then the earlier of the two expiries): only the login is written.
+    pub login: Option<RegistryLogin>,
 }
 
 #[derive(Default)]
@@ -85,6 +88,7 @@ mod tests {
             issued_at: expires_at,
             issued_expiry: expires_at,
             rotate_request: None,
+            login: None,
         }
     }
 

@@ -33,7 +33,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::formats;
+use super::{formats, registry};
 use crate::{
     api::{DeletionPolicy, TemporaryCredential, annotations, labels},
     cloud::IssuedCredential,
@@ -59,6 +59,35 @@ pub mod keys {
     ];
 }
 
+/// What the Secret of a credential's mode holds: its type, tcred's keys in it, and the key its
+/// expiry is read from. An `imagePullSecret` credential writes `registry`'s layout
+/// (docs/registry.md), every other one the SDK keys above.
+struct Layout {
+    type_: &'static str,
+    keys: &'static [&'static str],
+    expires_key: &'static str,
+}
+
+fn layout(tc: &TemporaryCredential) -> Layout {
+    match tc.spec.image_pull_secret {
+        Some(_) => Layout {
+            type_: registry::SECRET_TYPE,
+            keys: &registry::keys::ALL,
+            expires_key: registry::keys::EXPIRES_AT,
+        },
+        None => Layout {
+            type_: "Opaque",
+            keys: &keys::ALL,
+            expires_key: keys::EXPIRES_AT,
+        },
+    }
+}
+
+/// The type of the Secret tcred writes for `tc`.
+pub fn secret_type(tc: &TemporaryCredential) -> &'static str {
+    layout(tc).type_
+}
+
 /// Annotation: hash of the Secret template (labels, annotations, deletion policy) last applied.
 const TEMPLATE_HASH: &str = "tcred.dev/template-hash";
 
@@ -72,7 +101,7 @@ pub fn secret_name(tc: &TemporaryCredential) -> String {
 /// Secret's metadata are not in it: changing them re-schedules or re-labels without minting.)
 pub fn spec_hash(tc: &TemporaryCredential) -> String {
     let s = &tc.spec;
-    let shaping = json!({
+    let mut shaping = json!({
         "sourceRef": s.source_ref,
         "permissionSet": s.permission_set,
         "agencyUrn": s.agency_urn,
@@ -81,6 +110,10 @@ pub fn spec_hash(tc: &TemporaryCredential) -> String {
         "sessionName": s.session_name,
         "serviceAccountName": s.service_account_name,
     });
+    // Only when set, so the hash of every other credential stays what it was.
+    if let (Some(pull), Some(obj)) = (&s.image_pull_secret, shaping.as_object_mut()) {
+        obj.insert("imagePullSecret".into(), json!(pull));
+    }
     short_hash(shaping.to_string().as_bytes())
 }
 
@@ -115,9 +148,14 @@ fn short_hash(data: &[u8]) -> String {
 /// edits. A one-way hash of high-entropy keys; it reveals nothing about them. Keys tcred does not
 /// write are left out (see the module doc).
 pub fn data_hash(data: &BTreeMap<String, ByteString>, issued_at: Timestamp) -> String {
+    data_hash_of(data, issued_at, &keys::ALL)
+}
+
+/// [`data_hash`] over the keys `own` of a layout.
+fn data_hash_of(data: &BTreeMap<String, ByteString>, issued_at: Timestamp, own: &[&str]) -> String {
     let mut h = Sha256::new();
     h.update(b"tcred-secret-data-v2");
-    hash_own_keys(&mut h, data);
+    hash_own_keys(&mut h, data, own);
     let issued = rfc3339(issued_at);
     h.update((issued.len() as u64).to_be_bytes());
     h.update(issued.as_bytes());
@@ -129,12 +167,12 @@ pub fn data_hash(data: &BTreeMap<String, ByteString>, issued_at: Timestamp) -> S
 fn legacy_data_hash(data: &BTreeMap<String, ByteString>) -> String {
     let mut h = Sha256::new();
     h.update(b"tcred-secret-data-v1");
-    hash_own_keys(&mut h, data);
+    hash_own_keys(&mut h, data, &keys::ALL);
     hex::encode(h.finalize())
 }
 
-fn hash_own_keys(h: &mut Sha256, data: &BTreeMap<String, ByteString>) {
-    for (k, v) in data.iter().filter(|(k, _)| keys::ALL.contains(&k.as_str())) {
+fn hash_own_keys(h: &mut Sha256, data: &BTreeMap<String, ByteString>, own: &[&str]) {
+    for (k, v) in data.iter().filter(|(k, _)| own.contains(&k.as_str())) {
         h.update((k.len() as u64).to_be_bytes());
         h.update(k.as_bytes());
         h.update((v.0.len() as u64).to_be_bytes());
@@ -166,10 +204,12 @@ pub fn with_data(
     expires_at: Timestamp,
     times: Times,
 ) -> Secret {
+    let layout = layout(tc);
     match held_credential(&data) {
-        Some(cred) => data = formats::render(tc, &cred),
+        // An image pull Secret holds a registry login, not the credential: no formats apply.
+        Some(cred) if tc.spec.image_pull_secret.is_none() => data = formats::render(tc, &cred),
         // Not a credential tcred wrote (only called with an intact one): keep what is there.
-        None => data.retain(|k, _| keys::ALL.contains(&k.as_str())),
+        _ => data.retain(|k, _| layout.keys.contains(&k.as_str())),
     }
     secret_of(tc, data, expires_at, times)
 }
@@ -193,6 +233,9 @@ fn held_credential(data: &BTreeMap<String, ByteString>) -> Option<IssuedCredenti
 /// Whether every key tcred writes for `tc` holds what tcred would write for the credential the
 /// data holds. Keys beyond those are not looked at.
 fn outputs_current(tc: &TemporaryCredential, data: &BTreeMap<String, ByteString>) -> bool {
+    if tc.spec.image_pull_secret.is_some() {
+        return true;
+    }
     held_credential(data).is_some_and(|cred| {
         formats::render(tc, &cred)
             .iter()
@@ -206,6 +249,7 @@ fn secret_of(
     expires_at: Timestamp,
     times: Times,
 ) -> Secret {
+    let layout = layout(tc);
     let template = &tc.spec.secret;
     let mut labels_out = template.labels.clone();
     labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
@@ -216,7 +260,10 @@ fn secret_of(
     ann.insert(annotations::RENEWAL_TIME.into(), rfc3339(times.renewal_at));
     ann.insert(annotations::ISSUED_AT.into(), rfc3339(times.issued_at));
     ann.insert(annotations::SPEC_HASH.into(), spec_hash(tc));
-    ann.insert(annotations::DATA_HASH.into(), data_hash(&data, times.issued_at));
+    ann.insert(
+        annotations::DATA_HASH.into(),
+        data_hash_of(&data, times.issued_at, layout.keys),
+    );
     ann.insert(TEMPLATE_HASH.into(), template_hash(tc));
 
     Secret {
@@ -228,7 +275,7 @@ fn secret_of(
             owner_references: owner_references(tc),
             ..Default::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(layout.type_.into()),
         data: Some(data),
         ..Default::default()
     }
@@ -277,21 +324,27 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
     {
         return Observed::Foreign;
     }
+    let layout = layout(tc);
+    // A Secret's type is immutable: one of another type can never hold this credential.
+    if registry::type_mismatch(secret, layout.type_).is_some() {
+        return Observed::Foreign;
+    }
     let ann = secret.annotations();
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
-    let all_keys = keys::ALL
+    let all_keys = layout
+        .keys
         .iter()
         .all(|k| data.get(*k).is_some_and(|v| !v.0.is_empty()));
     let issued_annotation = ann
         .get(annotations::ISSUED_AT)
         .and_then(|v| v.parse::<Timestamp>().ok());
     let expires_at = data
-        .get(keys::EXPIRES_AT)
+        .get(layout.expires_key)
         .and_then(|v| std::str::from_utf8(&v.0).ok())
         .and_then(|v| v.trim().parse::<Timestamp>().ok());
     let written_hash = ann.get(annotations::DATA_HASH);
-    let vouched = |t: &Timestamp| written_hash == Some(&data_hash(data, *t));
+    let vouched = |t: &Timestamp| written_hash == Some(&data_hash_of(data, *t, layout.keys));
     let recorded_issue = tc
         .status
         .as_ref()
@@ -305,7 +358,8 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
     } else if let Some(t) = recorded_issue.filter(vouched) {
         // The annotation was edited; the status knows the real issue time.
         (true, Some(t), false)
-    } else if written_hash == Some(&legacy_data_hash(data)) {
+    } else if tc.spec.image_pull_secret.is_none() && written_hash == Some(&legacy_data_hash(data)) {
+        // (Image pull Secrets were never written with the legacy hash.)
         (true, issued_annotation, false)
     } else {
         (false, issued_annotation, true)

@@ -10,7 +10,8 @@
 //! `TCRED_SOAK_LIFETIMES` (the simulator's lifetime cap in seconds, cycled per fault phase;
 //! "120,90"), `TCRED_SOAK_KILL_EVERY` (seconds between leader SIGKILLs, 90),
 //! `TCRED_SOAK_APISERVER_PAUSE` (seconds the API server stays stopped, 5), `TCRED_SOAK_SAMPLE`
-//! (seconds between Secret samples, 3), `TCRED_SOAK_CONCURRENCY` (operator `--concurrency`, 16).
+//! (seconds between Secret samples, 3), `TCRED_SOAK_CONCURRENCY` (operator `--concurrency`, 16),
+//! `TCRED_SOAK_RENEW_PERCENT` (the credentials' `renewBeforePercentage`, 50).
 //!
 //! A sampler lists every Secret throughout: a Secret holding an expired credential is a failure;
 //! a few credentials per sample sign a GetCallerIdentity call the simulator must accept. At the
@@ -64,6 +65,7 @@ struct Knobs {
     apiserver_pause: u64,
     sample_every: Duration,
     concurrency: u16,
+    renew_percent: u8,
 }
 
 impl Knobs {
@@ -86,6 +88,7 @@ impl Knobs {
             apiserver_pause: env_or("TCRED_SOAK_APISERVER_PAUSE", 5),
             sample_every: Duration::from_secs(env_or("TCRED_SOAK_SAMPLE", 3)),
             concurrency: env_or("TCRED_SOAK_CONCURRENCY", 16),
+            renew_percent: env_or("TCRED_SOAK_RENEW_PERCENT", 50u8).clamp(1, 90),
         }
     }
 }
@@ -408,7 +411,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// Creates the credentials (renewing at half their lifetime) and waits for all to be fresh.
-async fn create_fleet(client: &Client, ns: &str, n: usize) -> Duration {
+async fn create_fleet(client: &Client, ns: &str, n: usize, renew_percent: u8) -> Duration {
     use futures::StreamExt;
     let started = Instant::now();
     let api = Api::<TemporaryCredential>::namespaced(client.clone(), ns);
@@ -420,7 +423,7 @@ async fn create_fleet(client: &Client, ns: &str, n: usize) -> Duration {
                 ns,
                 &name,
                 "corp",
-                json!({"duration": "15m", "renewBeforePercentage": 50}),
+                json!({"duration": "15m", "renewBeforePercentage": renew_percent}),
             );
             async move {
                 let tc: TemporaryCredential = serde_json::from_value(m).expect("manifest");
@@ -499,7 +502,7 @@ async fn restart_and_recover(
             out.recovery = Some(secs(back.elapsed()));
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!(
         "[soak] API server down {:?} s; when back: {}; every credential fresh after {:?} s",
@@ -579,7 +582,7 @@ async fn main() {
         knobs.chaos,
         load.trim()
     );
-    let setup = create_fleet(&client, &ns, knobs.credentials).await;
+    let setup = create_fleet(&client, &ns, knobs.credentials, knobs.renew_percent).await;
     println!("[soak] every credential issued after {setup:.1?}");
 
     // The sampler runs from here to the end.
@@ -599,6 +602,7 @@ async fn main() {
 
     let mints_before = sim.mints_total().await;
     let rotations_before = rotations_total(&client, &ns).await;
+    let window = Instant::now();
     let chaos = run_chaos(&client, &ns, &knobs, &sim, &mut replicas).await;
 
     // Calm: every credential fresh again, then stop the replicas and count.
@@ -626,6 +630,11 @@ async fn main() {
     let samples = std::mem::take(&mut *samples.lock().unwrap());
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
+    let window_seconds = window.elapsed().as_secs_f64();
+    let needed = |lifetime: u64| {
+        let period = lifetime as f64 * (100 - knobs.renew_percent as u64) as f64 / 100.0;
+        (knobs.credentials as f64 / period * 100.0).round() / 100.0
+    };
     let per_rotation = |v: f64| (v / rotations.max(1) as f64 * 1000.0).round() / 1000.0;
     let mints_per_rotation = per_rotation(mints as f64);
     let tc_writes: f64 = ["secrets", "temporarycredentials", "events"]
@@ -678,7 +687,7 @@ async fn main() {
         "credentials": knobs.credentials,
         "chaosSeconds": knobs.chaos.as_secs(),
         "lifetimesSeconds": knobs.lifetimes,
-        "renewBeforePercentage": 50,
+        "renewBeforePercentage": knobs.renew_percent,
         "setupSeconds": secs(setup),
         "expiredInSecretObservations": samples.expired.len(),
         "expiredExamples": samples.expired.iter().take(20).collect::<Vec<_>>(),
@@ -691,6 +700,13 @@ async fn main() {
         "mints": mints,
         "rotations": rotations,
         "mintsPerRotation": mints_per_rotation,
+        "mintsPerSecond": (mints as f64 / window_seconds * 100.0).round() / 100.0,
+        // What the fleet needs: each credential renews when `renewBeforePercentage` of its
+        // lifetime is left.
+        "rotationsPerSecondNeeded": {
+            "atLongestLifetime": needed(*knobs.lifetimes.iter().max().unwrap_or(&120)),
+            "atShortestLifetime": needed(*knobs.lifetimes.iter().min().unwrap_or(&120)),
+        },
         "apiServerWrites": chaos.writes,
         "apiServerWritesPerRotation": {
             "secretsTemporaryCredentialsEvents": per_rotation(tc_writes),

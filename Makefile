@@ -146,3 +146,13 @@ image-check: ## Build the image and check user, entrypoint, size and that tcred 
 bench: cluster-up ## Benchmarks: print numbers, write target/bench/*.json (TCRED_BENCH_N=10000 for scale)
 	$(CARGO) build --locked --package tcred-huawei-sim
 	$(CARGO) bench --locked --bench create_to_secret
+
+# Chaos soak (docs/benchmarks.md, "Chaos soak"): hundreds of short-lived credentials under simulator
+# faults, leader SIGKILLs and one API server restart. Not part of `make test`; run by hand.
+# SOAK_PROFILE=dev skips the release build (figures are then a floor). Knobs: TCRED_SOAK_* (benches/soak.rs).
+SOAK_PROFILE ?= bench
+
+.PHONY: soak
+soak: cluster-up ## Chaos soak, about 20 min (TCRED_SOAK_CREDENTIALS=300, TCRED_SOAK_MINUTES=15); writes target/bench/soak.json
+	$(CARGO) build --locked --package tcred-huawei-sim
+	$(CARGO) bench --locked --profile $(SOAK_PROFILE) --bench soak

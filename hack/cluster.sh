@@ -8,6 +8,7 @@
 #   hack/cluster.sh up       start the control plane if it is not running (idempotent)
 #   hack/cluster.sh down     stop the processes this script started (by PID)
 #   hack/cluster.sh status   show what runs, where
+#   hack/cluster.sh restart-apiserver [seconds]   stop the API server (by PID), wait, start it again
 #   hack/cluster.sh env      print shell exports (KUBECONFIG, PATH with the cached binaries)
 #   hack/cluster.sh bin-dir kubernetes|etcd|helm   where the cached binaries live
 #
@@ -213,6 +214,31 @@ kcm_ready() { curl -fsSk --max-time 2 "https://127.0.0.1:$1/healthz" >/dev/null 
 
 etcd_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$(cat "$STATE/etcd.port")/health" >/dev/null 2>&1; }
 
+# The API server on the ports recorded in $STATE (`up` chose them); used by `up` and
+# `restart-apiserver`.
+start_apiserver() {
+  local pki="$STATE/pki" api_port etcd_port
+  api_port=$(cat "$STATE/apiserver.port")
+  etcd_port=$(cat "$STATE/etcd.port")
+  log "starting kube-apiserver $K8S_VERSION on 127.0.0.1:$api_port"
+  start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --secure-port="$api_port" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --token-auth-file="$STATE/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-account-issuer="https://127.0.0.1:$api_port" \
+    --service-account-jwks-uri="https://127.0.0.1:$api_port/openid/v1/jwks" \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --api-audiences="https://127.0.0.1:$api_port" \
+    --allow-privileged=true \
+    --cert-dir="$STATE/apiserver-certs" \
+    --v=1
+}
+
 up() {
   if alive etcd && alive kube-apiserver && alive kube-controller-manager && apiserver_ready; then
     log "already up: KUBECONFIG=$STATE/kubeconfig"
@@ -240,23 +266,7 @@ up() {
   wait_for etcd 30 etcd_ready
 
   local pki="$STATE/pki"
-  log "starting kube-apiserver $K8S_VERSION on 127.0.0.1:$api_port"
-  start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --secure-port="$api_port" \
-    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --token-auth-file="$STATE/tokens.csv" \
-    --authorization-mode=RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --service-account-issuer="https://127.0.0.1:$api_port" \
-    --service-account-jwks-uri="https://127.0.0.1:$api_port/openid/v1/jwks" \
-    --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" \
-    --api-audiences="https://127.0.0.1:$api_port" \
-    --allow-privileged=true \
-    --cert-dir="$STATE/apiserver-certs" \
-    --v=1
+  start_apiserver
   wait_for kube-apiserver 90 apiserver_ready
 
   write_kubeconfig admin "$STATE/kubeconfig"
@@ -311,6 +321,20 @@ down() {
   stop_one etcd
 }
 
+# Stops the API server this script started (by its PID; etcd and the controller manager keep
+# running, etcd keeps its data), waits $1 seconds (default 0), starts it again on the same port
+# with the same flags and waits until it is ready. For the chaos soak (docs/benchmarks.md).
+restart_apiserver() {
+  local pause=${1:-0}
+  [[ $pause =~ ^[0-9]+$ ]] || die "restart-apiserver: the pause is whole seconds, got '$pause'"
+  alive etcd && [[ -f "$STATE/apiserver.port" ]] || die "restart-apiserver: the control plane is not up (hack/cluster.sh up)"
+  stop_one kube-apiserver
+  sleep "$pause"
+  start_apiserver
+  wait_for kube-apiserver 90 apiserver_ready
+  log "kube-apiserver ready again"
+}
+
 status() {
   local n rc=0
   for n in etcd kube-apiserver kube-controller-manager; do
@@ -331,11 +355,12 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  restart-apiserver) restart_apiserver "${2:-0}" ;;
   bin-dir)
     case "${2:-}" in
       kubernetes) echo "$K8S_BIN" ;; etcd) echo "$ETCD_BIN" ;; helm) echo "$HELM_BIN" ;;
       *) echo "usage: $0 bin-dir kubernetes|etcd|helm" >&2; exit 2 ;;
     esac ;;
   env) printf 'export KUBECONFIG=%q\nexport PATH=%q:$PATH\n' "$STATE/kubeconfig" "$(bin_path)" ;;
-  *) echo "usage: $0 build|build-node|up|down|status|env|bin-dir" >&2; exit 2 ;;
+  *) echo "usage: $0 build|build-node|up|down|status|restart-apiserver|env|bin-dir" >&2; exit 2 ;;
 esac

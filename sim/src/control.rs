@@ -84,6 +84,7 @@ pub async fn get_faults(State(sim): State<SharedSim>) -> Json<Faults> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultsPatch {
     latency_ms: Option<u64>,
+    latency_jitter_ms: Option<u64>,
     error_rate: Option<f64>,
     throttle_rate: Option<f64>,
     retry_after_seconds: Option<u64>,
@@ -109,6 +110,9 @@ pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -
     if patch.latency_ms.is_some_and(|l| l > 600_000) {
         return error(StatusCode::BAD_REQUEST, "latencyMs must be at most 600000");
     }
+    if patch.latency_jitter_ms.is_some_and(|l| l > 600_000) {
+        return error(StatusCode::BAD_REQUEST, "latencyJitterMs must be at most 600000");
+    }
     if patch.clock_offset_seconds.is_some_and(|o| o.abs() > 86_400) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -119,6 +123,9 @@ pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -
     let f = &mut knobs.faults;
     if let Some(v) = patch.latency_ms {
         f.latency_ms = v;
+    }
+    if let Some(v) = patch.latency_jitter_ms {
+        f.latency_jitter_ms = v;
     }
     if let Some(v) = patch.error_rate {
         f.error_rate = v;
@@ -140,6 +147,7 @@ pub async fn put_faults(State(sim): State<SharedSim>, body: axum::body::Bytes) -
     knobs.throttle_acc = 0.0;
     knobs.error_acc = 0.0;
     knobs.errors_injected = 0;
+    knobs.latency_seq = 0;
     Json(current).into_response()
 }
 

@@ -460,6 +460,48 @@ mod http_tests {
     }
 
     #[tokio::test]
+    async fn latency_jitter_is_a_fault_knob_that_delays_mints_and_keeps_signatures_checked() {
+        let h = start().await;
+        let put = |body: Value| {
+            h.http
+                .put(format!("{}/control/faults", h.base))
+                .json(&body)
+                .send()
+        };
+        assert_eq!(
+            put(json!({"latencyJitterMs": 600_001})).await.unwrap().status(),
+            400
+        );
+        let resp = put(json!({"latencyMs": 150, "latencyJitterMs": 100}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (v["latencyMs"].as_u64(), v["latencyJitterMs"].as_u64()),
+            (Some(150), Some(100))
+        );
+        let (_, v) = h.get("/control/faults", None).await;
+        assert_eq!(v["latencyJitterMs"], 100);
+
+        let body = json!({"agency_urn": AGENCY, "agency_session_name": "op", "duration_seconds": 3600});
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let (status, _) = h.signed(&user(), "POST", "/v5/agencies/assume", &body).await;
+            assert_eq!(status, 200);
+            let took = started.elapsed().as_millis();
+            assert!(took >= 150, "a mint answered after {took} ms, before latencyMs");
+        }
+        // The delay is in front of the handlers, not instead of them: a wrong key is still refused.
+        let wrong = AccessKey {
+            secret: "not-the-secret-key-000000000000000000000".into(),
+            ..user()
+        };
+        let (status, v) = h.signed(&wrong, "POST", "/v5/agencies/assume", &body).await;
+        assert_eq!((status, v["error_code"].as_str()), (401, Some("APIGW.0301")));
+    }
+
+    #[tokio::test]
     async fn assume_agency_with_oidc() {
         let h = start().await;
         let token = sign_with(

@@ -1,5 +1,5 @@
 //! The layer around every OIDC, portal and STS route: names the operation, injects faults
-//! (latency, 429 throttling, 500/503 errors), stamps `X-Request-Id`, and feeds the counters and
+//! (latency with optional jitter, 429 throttling, 500/503 errors), stamps `X-Request-Id`, and feeds the counters and
 //! the event log; applies hostile mode (see `hostile.rs`) and records what clients sent. The
 //! operations it names are `operation.rs`'s.
 
@@ -97,7 +97,7 @@ pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Re
             };
         let hostile = knobs.hostile.applies_to(op).then(|| knobs.hostile.clone());
         if eligible {
-            (knobs.faults.latency_ms, decide(&mut knobs), hostile)
+            (knobs.next_latency_ms(), decide(&mut knobs), hostile)
         } else {
             (0, Fault::None, hostile)
         }
@@ -247,5 +247,36 @@ mod tests {
         assert!((0..5).all(|_| decide(&mut k) == Fault::None));
         let mut k = knobs(0.1, 0.0);
         assert_eq!((0..100).filter(|_| decide(&mut k) != Fault::None).count(), 10);
+    }
+
+    #[test]
+    fn latency_jitter_varies_within_its_bounds_and_repeats_after_a_reset() {
+        let mut k = Knobs {
+            faults: Faults {
+                latency_ms: 100,
+                latency_jitter_ms: 50,
+                ..Faults::default()
+            },
+            ..Knobs::default()
+        };
+        let first: Vec<u64> = (0..1000).map(|_| k.next_latency_ms()).collect();
+        assert!(first.iter().all(|l| (100..=150).contains(l)), "{first:?}");
+        // Spread over the whole range, not stuck at one value.
+        let distinct: std::collections::BTreeSet<u64> = first.iter().copied().collect();
+        assert!(distinct.len() > 40, "only {} distinct latencies", distinct.len());
+        assert!(distinct.contains(&100) && distinct.contains(&150), "{distinct:?}");
+        let mean = first.iter().sum::<u64>() as f64 / first.len() as f64;
+        assert!((120.0..130.0).contains(&mean), "mean {mean}");
+        // The sequence restarts where `PUT /control/faults` puts it.
+        k.latency_seq = 0;
+        let again: Vec<u64> = (0..1000).map(|_| k.next_latency_ms()).collect();
+        assert_eq!(first, again);
+
+        // No jitter: exactly latencyMs; a huge base saturates instead of wrapping.
+        k.faults.latency_jitter_ms = 0;
+        assert!((0..10).all(|_| k.next_latency_ms() == 100));
+        k.faults.latency_ms = u64::MAX;
+        k.faults.latency_jitter_ms = 10;
+        assert_eq!(k.next_latency_ms(), u64::MAX);
     }
 }

@@ -277,6 +277,8 @@ pub enum FaultScope {
 #[serde(rename_all = "camelCase")]
 pub struct Faults {
     pub latency_ms: u64,
+    /// Up to this many milliseconds more, varying per request (see [`Knobs::next_latency_ms`]).
+    pub latency_jitter_ms: u64,
     pub error_rate: f64,
     pub throttle_rate: f64,
     pub retry_after_seconds: u64,
@@ -289,6 +291,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             latency_ms: 0,
+            latency_jitter_ms: 0,
             error_rate: 0.0,
             throttle_rate: 0.0,
             retry_after_seconds: 1,
@@ -307,9 +310,33 @@ pub struct Knobs {
     pub error_acc: f64,
     /// Alternates injected errors between 500 and 503.
     pub errors_injected: u64,
+    /// Eligible requests since the last `PUT /control/faults`: the jitter sequence's position.
+    pub latency_seq: u64,
     pub credential_seconds: Option<u64>,
     /// Hostile answers (`PUT /control/hostile`); the default is a well-behaved cloud.
     pub hostile: Hostile,
+}
+
+impl Knobs {
+    /// The latency of the next eligible request: `latencyMs` plus a jitter in
+    /// `0..=latencyJitterMs`, roughly uniform, in a scrambled order (splitmix64 of the request's
+    /// position), so a run is reproducible from the same `PUT /control/faults`.
+    pub fn next_latency_ms(&mut self) -> u64 {
+        let (base, jitter) = (self.faults.latency_ms, self.faults.latency_jitter_ms);
+        self.latency_seq = self.latency_seq.wrapping_add(1);
+        if jitter == 0 {
+            return base;
+        }
+        base.saturating_add(splitmix64(self.latency_seq) % (jitter + 1))
+    }
+}
+
+/// Sebastiano Vigna's splitmix64 finaliser: a fixed scramble of a counter.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[derive(Debug, Clone, Serialize)]

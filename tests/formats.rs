@@ -577,8 +577,11 @@ async fn a_session_secret_made_by_hand_with_only_region_and_access_token_mints()
                 .await
                 .ok()?;
             let conditions = src.status?.conditions;
+            // (The session already ends within the default 24 h warning, so the condition is True
+            // before the patch too: wait for the message that names the missing client.)
             let c = tcred::api::condition::find(&conditions, "SessionExpiringSoon")?;
-            (c.status == "True").then(|| c.message.clone())
+            (c.status == "True" && c.reason == "SessionEnding" && c.message.contains("clientId"))
+                .then(|| c.message.clone())
         })
         .await;
         assert!(message.contains("no clientId and clientSecret"), "{message}");

@@ -53,6 +53,49 @@ pub fn parse_expires_in(value: i64, now: Timestamp) -> Option<Timestamp> {
     }
 }
 
+/// Longest access key id, secret key and security token accepted from a response. Huawei's are
+/// 20, 40 and a few KB; anything far beyond is not a credential.
+const MAX_KEY_ID: usize = 128;
+const MAX_SECRET: usize = 1024;
+const MAX_TOKEN: usize = 32 * 1024;
+
+/// Checks the three parts of an issued credential before anything is written from them: each
+/// non-empty, within its length, and printable ASCII with no space. tcred writes them into
+/// line-based files (the INI and AWS credentials files, properties): a newline or `[` smuggled
+/// in by a hostile endpoint must not add lines or sections there. The message names the field,
+/// never its value.
+pub fn check_parts(
+    operation: &'static str,
+    access_key_id: &str,
+    secret_access_key: &str,
+    security_token: &str,
+) -> Result<(), CloudError> {
+    let field_ok =
+        |v: &str, max: usize| !v.is_empty() && v.len() <= max && v.bytes().all(|b| b.is_ascii_graphic());
+    for (field, value, max) in [
+        ("access key id", access_key_id, MAX_KEY_ID),
+        ("secret access key", secret_access_key, MAX_SECRET),
+        ("security token", security_token, MAX_TOKEN),
+    ] {
+        if !field_ok(value, max) {
+            return Err(CloudError::Decode {
+                operation,
+                message: format!(
+                    "the {field} is empty, longer than {max} characters or not printable ASCII without spaces"
+                ),
+            });
+        }
+    }
+    // Only letters and digits in the public half, which is also shown in status and logs.
+    if !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(CloudError::Decode {
+            operation,
+            message: "the access key id is not letters and digits".into(),
+        });
+    }
+    Ok(())
+}
+
 /// `at` when it lies in the plausible window (from 2000-01-01 to 400 days after `now`).
 pub fn plausible(at: Timestamp, now: Timestamp) -> Option<Timestamp> {
     let latest = now.checked_add(MAX_PLAUSIBLE_AHEAD).unwrap_or(Timestamp::MAX);
@@ -123,6 +166,26 @@ mod tests {
 
     fn in_window(at: Timestamp, now: Timestamp) -> bool {
         at.as_second() >= EARLIEST_PLAUSIBLE_SECOND && at.as_second() <= now.as_second() + 400 * 86_400
+    }
+
+    #[test]
+    fn issued_parts_with_line_breaks_spaces_or_absurd_lengths_are_refused_without_echoing_them() {
+        assert!(check_parts("Op", "AKID123", "secret/+=", "tok+/=").is_ok());
+        let bad = [
+            ("", "s", "t"),
+            ("AK\nID", "s", "t"),
+            ("AK-ID", "s", "t"),
+            ("AKID", "s\n[basic]\nak = x", "t"),
+            ("AKID", "s", "t t"),
+            ("AKID", "s", ""),
+            ("AKID", "s\u{e9}", "t"),
+        ];
+        for (ak, sk, tok) in bad {
+            let e = check_parts("Op", ak, sk, tok).unwrap_err().to_string();
+            assert!(!e.contains("[basic]") && !e.contains("s\u{e9}"), "{e}");
+        }
+        let long = "a".repeat(MAX_TOKEN + 1);
+        assert!(check_parts("Op", "AKID", "s", &long).is_err());
     }
 
     #[test]

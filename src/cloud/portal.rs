@@ -159,6 +159,12 @@ pub async fn get_credentials(
         c.expiration,
         jiff::Timestamp::now(),
     )?;
+    super::credential::check_parts(
+        OP,
+        &c.access_key_id,
+        c.secret_access_key.expose(),
+        c.session_token.expose(),
+    )?;
     Ok(IssuedCredential {
         access_key_id: c.access_key_id,
         secret_access_key: c.secret_access_key,

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::{
     audit::{SessionAudit, SessionTag},
-    credential::{IssuedCredential, expiry_from_iso},
+    credential::{IssuedCredential, check_parts, expiry_from_iso},
     endpoints::{host_header, join},
     error::CloudError,
     http::{HttpClient, Received},
@@ -76,6 +76,12 @@ impl StsCredentials {
         now: Timestamp,
     ) -> Result<IssuedCredential, CloudError> {
         let expires_at = expiry_from_iso(operation, "credentials.expiration", &self.expiration, now)?;
+        check_parts(
+            operation,
+            &self.access_key_id,
+            self.secret_access_key.expose(),
+            self.security_token.expose(),
+        )?;
         Ok(IssuedCredential {
             access_key_id: self.access_key_id,
             secret_access_key: self.secret_access_key,

@@ -779,6 +779,9 @@ async fn main() {
     std::fs::write(dir.join("soak.json"), &pretty).expect("write soak.json");
     println!("wrote {}", dir.join("soak.json").display());
     delete_namespace(&client, &ns).await;
+    // `process::exit` runs no destructors: stop the simulator and any replica first.
+    drop(replicas);
+    drop(sim);
     if !failures.is_empty() {
         eprintln!("soak FAILED: {}", failures.join("; "));
         std::process::exit(1);

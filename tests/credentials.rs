@@ -954,3 +954,75 @@ async fn credentials_served_to_pods_renew_ahead_of_the_sdk_threshold_or_say_why_
     })
     .await;
 }
+
+/// The distinct resourceVersions `ns/name` of kind `K` goes through while watched (each is one
+/// write to it), collected until the returned task is aborted.
+fn versions_of<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> std::sync::Arc<std::sync::Mutex<BTreeSet<String>>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::<std::sync::Mutex<BTreeSet<String>>>::default();
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, config).default_backoff().touched_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(o)) = stream.try_next().await {
+            if let Some(rv) = o.resource_version() {
+                out.lock().unwrap().insert(rv);
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn a_rotation_writes_the_secret_once_its_status_once_and_one_event() {
+    // docs/benchmarks.md, writes per rotation: tcred's own Secret write wakes no second reconcile,
+    // and a reconcile that finds the credential it just wrote writes nothing.
+    with_namespace("rotation-writes", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        sim.set_lifetime(Some(30)).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let _op = Operator::start("rotation-writes", &ns).await;
+        apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
+        wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let first = get_tc(&client, &ns, "billing").await.status.unwrap().rotations;
+        let tc_versions = versions_of::<TemporaryCredential>(&client, &ns, "billing");
+        let secret_versions = versions_of::<Secret>(&client, &ns, "billing");
+        let events_before = events_for(&client, &ns, "billing").await.len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wait_for(Duration::from_secs(90), "two rotations", || async {
+            let r = get_tc(&client, &ns, "billing").await.status.unwrap().rotations;
+            (r >= first + 2).then_some(())
+        })
+        .await;
+        // Anything a rotation still wrote after its status would show up here (the next rotation
+        // is ~20 s away).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rotations = (get_tc(&client, &ns, "billing").await.status.unwrap().rotations - first) as usize;
+        // The first version seen of each is the one before the window.
+        let status_writes = tc_versions.lock().unwrap().len() - 1;
+        let secret_writes = secret_versions.lock().unwrap().len() - 1;
+        let events = events_for(&client, &ns, "billing").await.len() - events_before;
+        assert_eq!(
+            (secret_writes, status_writes, events),
+            (rotations, rotations, rotations),
+            "(Secret writes, status writes, Events) for {rotations} rotations"
+        );
+    })
+    .await;
+}

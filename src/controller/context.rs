@@ -12,7 +12,7 @@ use kube::{
     Client, ResourceExt,
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
-        events::Recorder,
+        events::Reporter,
         reflector::{ObjectRef, Store},
     },
 };
@@ -21,6 +21,7 @@ use super::{
     authorize::Problem,
     credentials::pending::PendingWrites,
     guard::{ErrorBackoff, NamespaceGate},
+    own_writes::OwnSecretWrites,
 };
 use crate::{
     api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, condition::reasons},
@@ -88,7 +89,8 @@ pub struct Stores {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who tcred's Events say reported them.
+    pub reporter: Reporter,
     pub http: HttpClient,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
@@ -105,6 +107,8 @@ pub struct Context {
     pub error_backoff: ErrorBackoff,
     /// Minted credentials whose Secret write failed.
     pub pending: PendingWrites,
+    /// Secret writes whose watch events are still to come (see [`OwnSecretWrites`]).
+    pub own_secret_writes: OwnSecretWrites,
 }
 
 /// The last status this controller wrote to each TemporaryCredential, as the resourceVersion the

@@ -15,7 +15,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{Action, Config as RuntimeConfig},
-        events::{Recorder, Reporter},
+        events::Reporter,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -87,8 +87,9 @@ pub trait Readiness: Send + Sync + 'static {
 }
 
 /// The objects of `api` under `config`, cached in a new store, as a stream of watch events
-/// (the one reflector-plus-watcher of every cache). managedFields are never read here and are
-/// most of a cached object's size, so they are dropped before caching.
+/// (the one reflector-plus-watcher of every cache). managedFields and kubectl's copy of the last
+/// applied manifest are never read here and are most of a cached object's size, so they are
+/// dropped before caching (docs/benchmarks.md, memory).
 fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -100,13 +101,20 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(
-        writer,
-        watcher(api, config).modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff();
+    let events = reflector::reflector(writer, watcher(api, config).modify(trim)).default_backoff();
     (store, events)
 }
+
+/// Drops what no reconcile reads from an object before it is cached.
+fn trim<K: Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// kubectl's copy of the last applied manifest (`kubectl apply`): as big as the spec again.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Every cache and the watch streams feeding the credential controller.
 struct Watches {
@@ -242,7 +250,7 @@ fn context(
     };
     Ok(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         http,
         limiter: RateLimiter::new(
             Rate::new(config.mint_rate, config.mint_burst),
@@ -255,6 +263,7 @@ fn context(
         namespace_gate: guard::NamespaceGate::new(config.namespace_concurrency),
         error_backoff: Default::default(),
         pending: Default::default(),
+        own_secret_writes: Default::default(),
         config,
     })
 }
@@ -278,7 +287,10 @@ async fn credential_controller(
             move |src: Guarded<ClusterCredentialSource>| users_of_source(&store, &src)
         })
         .watches_stream(w.namespaces, move |n| users_in_namespace(&store, &n))
-        .watches_stream(w.secrets, owner_of_secret)
+        .watches_stream(w.secrets, {
+            let ctx = ctx.clone();
+            move |s| owner_of_secret(&ctx, s)
+        })
         .graceful_shutdown_on(shutdown)
         .run(credentials::reconcile, entry::error_policy, ctx)
         .for_each(log_queue_error)
@@ -451,8 +463,16 @@ fn users_in_namespace(
     })
 }
 
-/// The TemporaryCredential a managed Secret belongs to.
-fn owner_of_secret(s: PartialObjectMeta<Secret>) -> Option<CredentialRef> {
+/// The TemporaryCredential a managed Secret belongs to, unless the event is tcred's own write of
+/// it (see [`super::own_writes`]).
+fn owner_of_secret(ctx: &Context, s: PartialObjectMeta<Secret>) -> Option<CredentialRef> {
+    let ns = s.namespace().unwrap_or_default();
+    if ctx
+        .own_secret_writes
+        .is_own(&ns, &s.name_any(), s.resource_version().as_deref())
+    {
+        return None;
+    }
     s.labels()
         .get(labels::CREDENTIAL)
         .map(|owner| ObjectRef::new(owner).within(&s.namespace().unwrap_or_default()))

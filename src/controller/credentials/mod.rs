@@ -13,7 +13,13 @@ pub mod registry;
 pub mod secret;
 pub mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -98,6 +104,8 @@ async fn reconcile_object(
         tc,
         now: Timestamp::now(),
         prev: tc.status.clone().unwrap_or_default(),
+        secret_touched: AtomicBool::new(false),
+        write_proven: AtomicBool::new(false),
     }
     .run()
     .await
@@ -202,6 +210,11 @@ struct Reconciler<'a> {
     tc: &'a TemporaryCredential,
     now: Timestamp,
     prev: TemporaryCredentialStatus,
+    /// Somebody else changed the Secret while this reconcile wrote it: its watch event was held
+    /// back (docs/controller.md §Watches), so the reconcile comes back at once.
+    secret_touched: AtomicBool,
+    /// A dry run of creating the Secret passed in this reconcile (see `read_secret`).
+    write_proven: AtomicBool,
 }
 
 /// What a mint works with: the source, what it allows, and what the Secret holds now.
@@ -250,11 +263,24 @@ impl Reconciler<'_> {
         self.tc.annotations().get(annotations::ROTATE).map(String::as_str)
     }
 
-    async fn run(self) -> Result<Action, Error> {
-        let live = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace())
+    /// The Secret as the API server has it now. A credential never reconciled before (no status)
+    /// almost never has one: there a dry run of creating it answers that and proves the first
+    /// write in one round trip, instead of a read followed by the same dry run before the mint
+    /// (docs/benchmarks.md). Any refusal falls back to the read (and the dry run before the mint
+    /// then reports it).
+    async fn read_secret(&self) -> Result<Option<Secret>, Error> {
+        if self.tc.status.is_none() && self.dry_run_secret(true).await.is_ok() {
+            self.write_proven.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Api::<Secret>::namespaced(self.ctx.client.clone(), &self.namespace())
             .get_opt(&secret::secret_name(self.tc))
             .await
-            .map_err(Error::Kube)?;
+            .map_err(Error::Kube)
+    }
+
+    async fn run(self) -> Result<Action, Error> {
+        let live = self.read_secret().await?;
         let observed = secret::observe(self.tc, live.as_ref());
         let held_expiry = match &observed {
             Observed::Managed(m) if m.intact => m.expires_at,
@@ -343,9 +369,10 @@ impl Reconciler<'_> {
                     };
                     let relabelled =
                         secret::with_data(self.tc, live.data.unwrap_or_default(), expires_at, times);
-                    apply::apply_secret(self.ctx, &relabelled)
+                    let touched = apply::apply_secret(self.ctx, &relabelled)
                         .await
                         .map_err(Error::Kube)?;
+                    self.secret_touched.store(touched, Ordering::Relaxed);
                 }
                 let ak = match observed {
                     Observed::Managed(m) => m.access_key_id.as_deref(),
@@ -382,6 +409,7 @@ impl Reconciler<'_> {
             return self.write_minted(reason, m, waiting).await;
         }
         if self.write_unproven(reason)
+            && !self.write_proven.load(Ordering::Relaxed)
             && let Err(e) = self.dry_run_secret(m.missing).await
         {
             return match e {
@@ -534,11 +562,15 @@ impl Reconciler<'_> {
             ),
             None => secret::build(self.tc, cred, times),
         };
-        if let Err(e) = apply::write_secret(self.ctx, &built, m.missing, false).await {
-            let appeared = m.missing && matches!(&e, kube::Error::Api(s) if s.code == 409);
-            let message = failure::write_failure_message(&e, true, appeared, &secret::secret_name(self.tc));
-            self.ctx.pending.keep(&uid, minted, self.now);
-            return self.secret_write_failed(&e, message, m).await;
+        match apply::write_secret(self.ctx, &built, m.missing, false).await {
+            Ok(touched) => self.secret_touched.store(touched, Ordering::Relaxed),
+            Err(e) => {
+                let appeared = m.missing && matches!(&e, kube::Error::Api(s) if s.code == 409);
+                let message =
+                    failure::write_failure_message(&e, true, appeared, &secret::secret_name(self.tc));
+                self.ctx.pending.keep(&uid, minted, self.now);
+                return self.secret_write_failed(&e, message, m).await;
+            }
         }
         self.ctx.pending.forget(&uid);
         self.remove_renamed_secret().await;
@@ -640,6 +672,9 @@ impl Reconciler<'_> {
     async fn finish(&self, next: TemporaryCredentialStatus, renewal_at: Timestamp) -> Result<Action, Error> {
         let (next, owed) = self.with_restarts(next).await;
         self.write_status(&next).await?;
+        if self.secret_touched.load(Ordering::Relaxed) {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         Ok(requeue_until(
             self.now,
             retry_restarts(self.now, renewal_at, owed),

@@ -224,16 +224,24 @@ pub fn after_keep(
         _ => reasons::ISSUED,
     };
     let ak = access_key_id.unwrap_or("in the Secret");
-    base.ready(
-        &mut s,
-        true,
-        reason,
-        format!(
+    // The message of the mint that wrote this very credential says the same (key, expiry,
+    // renewal) and more: keep it, so a reconcile that finds nothing to do writes nothing.
+    let message = match find(&base.prev.conditions, types::READY) {
+        Some(c)
+            if c.status == "True"
+                && c.reason == reason
+                && !missed_rotation
+                && same_credential(base.prev, &s) =>
+        {
+            c.message.clone()
+        }
+        _ => format!(
             "credential {ak} valid until {}, renewal at {}",
             fmt(expires_at),
             fmt(renewal.at)
         ),
-    );
+    };
+    base.ready(&mut s, true, reason, message);
     // A shortened lifetime is judged by the mint that issued the credential: keep it.
     let adjusted = find(&s.conditions, types::DURATION_ADJUSTED).map(|c| c.reason.clone());
     match adjusted.as_deref() {
@@ -247,6 +255,13 @@ pub fn after_keep(
         _ => {}
     }
     s
+}
+
+/// Whether `next` describes the credential `prev` described: same key, expiry and renewal.
+fn same_credential(prev: &TemporaryCredentialStatus, next: &TemporaryCredentialStatus) -> bool {
+    prev.access_key_id == next.access_key_id
+        && prev.expires_at == next.expires_at
+        && prev.renewal_time == next.renewal_time
 }
 
 /// A mint attempt failed; the next one is at `retry_at`. `secret_expires_at` is the expiry of the
@@ -551,6 +566,47 @@ mod tests {
             "an unchanged world yields an unchanged status, so no write"
         );
         assert_eq!(ready(&k1), ("True", reasons::ISSUED));
+    }
+
+    #[test]
+    fn keeping_the_credential_a_mint_just_wrote_changes_nothing() {
+        // The reconcile after a rotation finds the Secret the rotation wrote: its status is the
+        // rotation's, message included, so it writes nothing (docs/benchmarks.md, writes per
+        // rotation).
+        let s1 = minted(&Default::default(), 0);
+        let s2 = minted(&s1, 2400);
+        let k = after_keep(
+            &base(2401, &s2),
+            Some("AK1"),
+            t(2400),
+            t(6000),
+            Renewal {
+                at: t(4800),
+                clamped: false,
+                below_sdk_threshold: false,
+            },
+        );
+        assert_eq!(k, s2);
+        assert!(
+            find(&k.conditions, types::READY)
+                .unwrap()
+                .message
+                .contains("rotated")
+        );
+        // Another credential in the Secret is described anew.
+        let other = after_keep(
+            &base(2401, &s2),
+            Some("AK9"),
+            t(2400),
+            t(6000),
+            Renewal {
+                at: t(4800),
+                clamped: false,
+                below_sdk_threshold: false,
+            },
+        );
+        let msg = &find(&other.conditions, types::READY).unwrap().message;
+        assert!(msg.contains("AK9") && !msg.contains("rotated"), "{msg}");
     }
 
     fn keep(prev: &TemporaryCredentialStatus, now: i64, issued_at: i64) -> TemporaryCredentialStatus {

@@ -193,9 +193,10 @@ async fn through_a_cluster_source_a_tenant_cannot_be_attributed_as_another_and_l
             },
         )
         .await;
-        // The attacker names its credential and session after the victim's; the longest name
-        // Kubernetes allows must not make the call fail either.
-        let long = format!("{}.{}", "a".repeat(200), "b".repeat(52));
+        // The attacker names its credential and session after the victim's; a name that, with
+        // its namespace, is far beyond Huawei's 64 characters must not make the call fail either
+        // (61 characters: the Secret's `tcred.dev/credential` label keeps names within 63).
+        let long = format!("{}.{}", "a".repeat(40), "b".repeat(20));
         let posing = json!({"sessionName": format!("{victim}-billing")});
         apply(&admin, cluster_credential(&attacker, "billing", &source, posing)).await;
         apply(&admin, cluster_credential(&attacker, &long, &source, json!({}))).await;
@@ -234,7 +235,7 @@ async fn through_a_cluster_source_a_tenant_cannot_be_attributed_as_another_and_l
                 .all(|s| s["tags"]["tcred.namespace"] == json!(victim)),
             "{sessions:#?}"
         );
-        // a 253-character name: cut to Huawei's 64, ending in a hash of the whole
+        // `<namespace>.<name>` of 83 characters: cut to Huawei's 64, ending in a hash of the whole
         let long_tags: Vec<&Value> = sessions
             .iter()
             .filter(|s| s["tags"]["tcred.namespace"] == json!(attacker) && s["tags"]["tcred.credential"] != json!("billing"))

@@ -492,7 +492,10 @@ mod tests {
             Operation::CreateToken,
             br#"{"grant_type": "refresh_token", "refresh_token": "rt-1", "client_secret": "cs-1"}"#,
         );
-        r.record_body(Operation::AssumeAgency, br#"{"id_token": "ignored"}"#);
+        r.record_body(
+            Operation::AssumeAgency,
+            br#"{"id_token": "ignored", "agency_session_name": "team-a-web", "source_identity": "team-a.web"}"#,
+        );
         r.record_body(Operation::AssumeAgencyWithOidc, b"not json");
         r.record_access_token("at-1");
         r.record_access_token("");
@@ -507,6 +510,11 @@ mod tests {
         assert_eq!(r.access_tokens.back().map(String::as_str), Some("t104"));
         assert!(Received::wants_access_token(Operation::GetAgencyCredentials));
         assert!(Received::wants_body(Operation::AssumeAgencyWithOidc));
-        assert!(!Received::wants_body(Operation::AssumeAgency));
+        // AssumeAgency bodies are read for their attribution (never a token of theirs)
+        assert!(Received::wants_body(Operation::AssumeAgency));
+        assert_eq!(r.assume_requests.len(), 2);
+        assert_eq!(r.assume_requests[1]["sourceIdentity"], "team-a.web");
+        assert_eq!(r.assume_requests[1]["sessionName"], "team-a-web");
+        assert_eq!(r.assume_requests[0]["tags"], Value::Null);
     }
 }

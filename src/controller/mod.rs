@@ -6,6 +6,7 @@ pub mod apply;
 pub mod authorize;
 pub mod context;
 pub mod credentials;
+pub mod drain;
 pub mod entry;
 pub mod error;
 #[cfg(test)]

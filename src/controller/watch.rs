@@ -133,13 +133,13 @@ impl Watches {
         let (namespaces, ns_events) = reflected(Api::all(client.clone()), ns_config);
         let secrets = watcher(
             scoped::<PartialObjectMeta<Secret>>(client, ns),
-            watched().labels(labels::MANAGED_SELECTOR),
+            watched().labels(&secret_selector(config)),
         )
         .default_backoff()
         .touched_objects();
         // A credential is reconciled when its spec or its rotate annotation changes — not when
         // tcred writes its status — and otherwise by the triggers below and its own schedule.
-        let (credentials, credential_events) = reflected(scoped(client, ns), watched());
+        let (credentials, credential_events) = reflected(scoped(client, ns), in_shard(watched(), config));
         let credential_events = credential_events
             .applied_objects()
             .predicate_filter(spec_or_rotate_request, Default::default());
@@ -191,6 +191,8 @@ pub async fn run(
     watches.report_ready(readiness);
     info!(
         namespace = ns.unwrap_or("<all>"),
+        shard_selector = %ctx.config.shard_selector,
+        serve_sources = ctx.config.serve_sources,
         "starting the TemporaryCredential and source controllers"
     );
     let shutdown = shutdown.shared();
@@ -207,8 +209,16 @@ pub async fn run(
     // A namespace-scoped installation uses ClusterCredentialSources but leaves their status and
     // session refresh to the cluster-wide installation: several scoped ones would contend for
     // them, and their Secrets live outside the watched namespace.
+    // Of a sharded installation only one shard (`--serve-sources`) runs the source controllers:
+    // source status and session refresh have a single writer (docs/sharding.md).
+    let serve_sources = ctx.config.serve_sources;
+    let sources = async {
+        if serve_sources {
+            sources.await;
+        }
+    };
     let cluster_sources = async {
-        if ns.is_none() {
+        if ns.is_none() && serve_sources {
             let api = Api::<Guarded<ClusterCredentialSource>>::all(client.clone());
             source_controller(api, Default::default(), &client, ns, shutdown, ctx).await;
         }
@@ -255,6 +265,7 @@ fn context(
         namespace_gate: guard::NamespaceGate::new(config.namespace_concurrency),
         error_backoff: Default::default(),
         pending: Default::default(),
+        served: watches.credentials.clone(),
         config,
     })
 }
@@ -385,6 +396,29 @@ fn excluding(config: watcher::Config, excluded: &[String]) -> watcher::Config {
     config.fields(&selector)
 }
 
+/// `config` narrowed to the TemporaryCredentials of this process's shard (docs/sharding.md). An
+/// object relabelled out of the shard leaves the watch (the API server sends its deletion), so its
+/// cache entry goes and no timer of this process acts on it again.
+fn in_shard(config: watcher::Config, c: &Config) -> watcher::Config {
+    match c.shard_selector.to_query() {
+        Some(selector) => config.labels(&selector),
+        None => config,
+    }
+}
+
+/// The managed Secrets to watch: those of this shard when the shard selector names only shard
+/// labels (which a managed Secret copies from its TemporaryCredential), else all of them (a
+/// Secret of another shard then maps to a credential this process does not cache, and is
+/// dropped).
+fn secret_selector(c: &Config) -> String {
+    match c.shard_selector.to_query() {
+        Some(selector) if c.shard_selector.applies_to_secrets() => {
+            format!("{},{selector}", labels::MANAGED_SELECTOR)
+        }
+        _ => labels::MANAGED_SELECTOR.to_owned(),
+    }
+}
+
 /// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
 /// latest of several concurrent waiters (the runtime waits on the same store), so re-poll it.
 async fn synced<K>(store: &Store<K>)
@@ -407,6 +441,8 @@ fn spec_or_rotate_request(tc: &Guarded<TemporaryCredential>) -> Option<u64> {
     kube::Resource::meta(tc).generation.hash(&mut h);
     tc.annotations().get(annotations::ROTATE).hash(&mut h);
     kube::Resource::meta(tc).deletion_timestamp.is_some().hash(&mut h);
+    // A dynamic sharder's drain request is acted on at once (docs/sharding.md).
+    crate::shard::has_drain_label(tc.labels()).hash(&mut h);
     Some(h.finish())
 }
 

@@ -84,6 +84,9 @@ async fn reconcile_object(
     if tc.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if super::drain::let_go(ctx, tc).await? {
+        return Ok(Action::await_change());
+    }
     let fresh = match fresh_if_cache_is_behind(ctx, tc).await? {
         Freshness::Current => None,
         Freshness::Read(fresh) => Some(*fresh),
@@ -368,6 +371,10 @@ impl Reconciler<'_> {
 
     /// Mints (or takes the credential an earlier mint could not write) and writes it.
     async fn mint(&self, reason: MintReason, m: &Minting<'_>) -> Result<Action, Error> {
+        if !self.ctx.still_served(self.tc) {
+            info!("not minting: the object moved to another shard meanwhile");
+            return Ok(Action::await_change());
+        }
         let uid = self.uid();
         let spec_hash = secret::spec_hash(self.tc);
         let min_left = self.ctx.config.min_credential_lifetime;

@@ -62,6 +62,19 @@ pub fn drain_acknowledgement(labels: &BTreeMap<String, String>, ring: &str) -> O
         .then(|| serde_json::json!({"metadata": {"labels": {drain: null, shard: null}}}))
 }
 
+/// The merge patch removing the shard labels `live` has and `want` lacks, if any.
+pub fn stale_label_removal(
+    live: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Option<serde_json::Value> {
+    let stale: serde_json::Map<String, serde_json::Value> = live
+        .keys()
+        .filter(|k| is_shard_label(k) && !want.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    (!stale.is_empty()).then(|| serde_json::json!({"metadata": {"labels": stale}}))
+}
+
 /// The Lease of a shard: `<id>` for the unnamed (or default) shard, so an unsharded installation
 /// and the default shard replacing it never run at once; `<id>-<shard>` for a named shard.
 pub fn lease_name(id: &str, shard: Option<&str>) -> String {
@@ -389,6 +402,23 @@ mod tests {
         assert_eq!(drain_acknowledgement(&assigned, "tcred"), None);
         assert!(!has_drain_label(&assigned));
         assert!(check_ring_name("tcred").is_ok() && check_ring_name("bad/ring").is_err());
+    }
+
+    #[test]
+    fn only_shard_labels_the_credential_lost_are_removed_from_its_secret() {
+        let live = labels(&[
+            ("shard.alpha.sharding.timebertt.dev/tcred", "tcred-0"),
+            ("tcred.dev/shard", "a"),
+            ("team", "x"),
+        ]);
+        let want = labels(&[("tcred.dev/shard", "b")]);
+        assert_eq!(
+            stale_label_removal(&live, &want),
+            Some(serde_json::json!({"metadata": {"labels": {
+                "shard.alpha.sharding.timebertt.dev/tcred": null,
+            }}}))
+        );
+        assert_eq!(stale_label_removal(&want, &want), None);
     }
 
     #[test]

@@ -6,13 +6,13 @@ pub mod apply;
 pub mod authorize;
 pub mod context;
 pub mod credentials;
-pub mod drain;
 pub mod entry;
 pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod guard;
 pub mod restart;
+pub mod shard;
 pub mod sources;
 pub mod watch;
 

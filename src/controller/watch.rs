@@ -1,7 +1,7 @@
 //! The wiring: which objects each controller watches and caches, what wakes a reconcile, and
 //! the start of both controllers (docs/controller.md §Watches).
 
-use std::{fmt::Debug, future::Future, sync::Arc};
+use std::{collections::HashMap, fmt::Debug, future::Future, sync::Arc};
 
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use k8s_openapi::{
@@ -140,9 +140,7 @@ impl Watches {
         // A credential is reconciled when its spec or its rotate annotation changes — not when
         // tcred writes its status — and otherwise by the triggers below and its own schedule.
         let (credentials, credential_events) = reflected(scoped(client, ns), in_shard(watched(), config));
-        let credential_events = credential_events
-            .applied_objects()
-            .predicate_filter(spec_or_rotate_request, Default::default());
+        let credential_events = wakes(credential_events);
         Self {
             credentials,
             credential_events: credential_events.boxed(),
@@ -433,6 +431,38 @@ where
     ) {}
 }
 
+/// The credentials whose own watch event calls for a reconcile: those [`spec_or_rotate_request`]
+/// sees changed, and every object that enters the watch — new, or relabelled into this shard
+/// (docs/sharding.md), even when it was here before: what it last looked like here is forgotten
+/// when it leaves (a deletion event) and on every relist.
+fn wakes(
+    events: impl Stream<Item = Result<watcher::Event<Guarded<TemporaryCredential>>, watcher::Error>>
+    + Send
+    + 'static,
+) -> impl Stream<Item = Result<Guarded<TemporaryCredential>, watcher::Error>> + Send + 'static {
+    let mut seen: HashMap<CredentialRef, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let woken = match event {
+            Ok(watcher::Event::Apply(tc) | watcher::Event::InitApply(tc)) => {
+                let hash = spec_or_rotate_request(&tc);
+                let changed = hash.is_none_or(|h| seen.insert(ObjectRef::from(&tc), h) != Some(h));
+                changed.then_some(Ok(tc))
+            }
+            Ok(watcher::Event::Delete(tc)) => {
+                seen.remove(&ObjectRef::from(&tc));
+                None
+            }
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(woken)
+    })
+}
+
 /// What a TemporaryCredential's own watch events react to: its generation (spec changes) and the
 /// `tcred.dev/rotate` annotation.
 fn spec_or_rotate_request(tc: &Guarded<TemporaryCredential>) -> Option<u64> {
@@ -492,4 +522,46 @@ fn owner_of_secret(s: PartialObjectMeta<Secret>) -> Option<CredentialRef> {
     s.labels()
         .get(labels::CREDENTIAL)
         .map(|owner| ObjectRef::new(owner).within(&s.namespace().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::tc;
+
+    fn guarded(generation: i64, label: Option<&str>) -> Guarded<TemporaryCredential> {
+        let mut t = tc("billing");
+        t.metadata.uid = Some("u1".into());
+        t.metadata.generation = Some(generation);
+        t.metadata.labels = label.map(|l| [(crate::shard::SHARD_LABEL.to_owned(), l.to_owned())].into());
+        DeserializeGuard(Ok(t))
+    }
+
+    async fn woken(events: Vec<watcher::Event<Guarded<TemporaryCredential>>>) -> Vec<Option<i64>> {
+        wakes(futures::stream::iter(events.into_iter().map(Ok)))
+            .map(|r| r.ok().and_then(|g| kube::Resource::meta(&g).generation))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_comes_back_to_its_shard_is_reconciled_again() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(guarded(1, Some("a"))),
+            InitDone,
+            // tcred's own status write: the same generation, no wake
+            Apply(guarded(1, Some("a"))),
+            // relabelled away (the watch deletes it) and back: woken although nothing else changed
+            Delete(guarded(1, Some("b"))),
+            Apply(guarded(1, Some("a"))),
+            Apply(guarded(2, Some("a"))),
+            // a relist forgets everything
+            Init,
+            InitApply(guarded(2, Some("a"))),
+            InitDone,
+        ];
+        assert_eq!(woken(events).await, vec![Some(1), Some(1), Some(2), Some(2)]);
+    }
 }

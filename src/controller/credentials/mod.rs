@@ -84,7 +84,7 @@ async fn reconcile_object(
     if tc.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    if super::drain::let_go(ctx, tc).await? {
+    if super::shard::let_go(ctx, tc).await? {
         return Ok(Action::await_change());
     }
     let fresh = match fresh_if_cache_is_behind(ctx, tc).await? {
@@ -343,6 +343,13 @@ impl Reconciler<'_> {
                     apply::apply_secret(self.ctx, &relabelled)
                         .await
                         .map_err(Error::Kube)?;
+                    super::shard::drop_stale_shard_labels(
+                        self.ctx,
+                        &relabelled,
+                        live.metadata.labels.as_ref(),
+                    )
+                    .await
+                    .map_err(Error::Kube)?;
                 }
                 let ak = match observed {
                     Observed::Managed(m) => m.access_key_id.as_deref(),

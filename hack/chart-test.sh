@@ -56,6 +56,7 @@ ALL_TOGGLES+=,networkPolicy.enabled=true,podDisruptionBudget.enabled=true,promet
 ALL_TOGGLES+=,rbac.webIdentity.enabled=true,rbac.rolloutRestarts.enabled=true
 SCOPED="watchNamespace=$NS_WATCHED,rbac.sourceSecrets[0].namespace=$NS_SOURCES"
 SCOPED+=",rbac.sourceSecrets[0].names[0]=corp-ic-session"
+SHARDED="shards[0].name=a,shards[1].name=b,shards[1].replicaCount=3,shards[1].controller.mintRate=5"
 
 k() { "$KUBECTL" "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
@@ -143,6 +144,14 @@ check "a bad logFormat is refused (schema)" bash -c "! '$HELM' template x '$CHAR
 check "a bad excludeNamespaces entry is refused (schema)" \
   bash -c "! '$HELM' template x '$CHART' --set 'controller.excludeNamespaces={Not_A_Namespace}'"
 check "rbac.webIdentity needs a boolean (schema)" bash -c "! '$HELM' template x '$CHART' --set rbac.webIdentity.enabled=maybe"
+check "sharded: shards a and b besides the default shard, every toggle on" \
+  "$HELM" lint --strict "$CHART" --set "$SHARDED,$ALL_TOGGLES"
+check "a shard named default is refused" bash -c "! '$HELM' template x '$CHART' --set 'shards[0].name=default'"
+check "a shard name that is no DNS label is refused (schema)" bash -c "! '$HELM' template x '$CHART' --set 'shards[0].name=A_b'"
+check "a shard with its own selector needs defaultShard.selector" \
+  bash -c "! '$HELM' template x '$CHART' --set 'shards[0].name=a,shards[0].selector=team=x'"
+check "a sharded install with replicas needs leader election" \
+  bash -c "! '$HELM' template x '$CHART' --set 'replicaCount=1,leaderElection.enabled=false,shards[0].name=a,shards[0].replicaCount=2'"
 
 # --- 2. offline checks ---------------------------------------------------------------------------
 
@@ -195,6 +204,49 @@ check "by default: no ServiceAccount tokens, TokenReviews or workload patches in
    && ! grep -nE 'serviceaccounts|tokenreviews|openid-configuration|deployments|statefulsets|daemonsets' '$WORK/defaults.yaml' \
    && ! grep -nE -- '--allowed-endpoint-hosts|--exclude-namespaces' '$WORK/defaults.yaml'"
 
+"$HELM" template "$REL" "$CHART" -n "$NS" --set "$SHARDED,$ALL_TOGGLES" >"$WORK/sharded.yaml"
+check "sharded: one Deployment, Lease, selector and PDB per shard; only the default serves sources" \
+  python3 - "$WORK/sharded.yaml" "$REL" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rel = sys.argv[2]
+deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+assert sorted(deps) == sorted([rel, f"{rel}-shard-a", f"{rel}-shard-b"]), sorted(deps)
+def env(d):
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in c["env"]}
+want = {
+    rel: ("default", "tcred.dev/shard notin (a,b)", "true", 2, "20"),
+    f"{rel}-shard-a": ("a", "tcred.dev/shard=a", "false", 2, "20"),
+    f"{rel}-shard-b": ("b", "tcred.dev/shard=b", "false", 3, "5"),
+}
+pods = {}
+for name, (shard, selector, sources, replicas, rate) in want.items():
+    d, e = deps[name], env(deps[name])
+    got = (e.get("TCRED_SHARD"), e.get("TCRED_SHARD_SELECTOR"), e.get("TCRED_SERVE_SOURCES"),
+           d["spec"]["replicas"], e.get("TCRED_MINT_RATE"))
+    assert got == (shard, selector, sources, replicas, rate), f"{name}: {got}"
+    assert e["TCRED_LEADER_ELECTION_ID"] == rel, f"{name}: the Lease is derived from the shard by tcred"
+    match = d["spec"]["selector"]["matchLabels"]
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in match.items()), f"{name}: selector does not match its pods"
+    pods[name] = labels
+# The default Deployment keeps the unsharded selector (immutable); the named shards' pods are
+# told apart by tcred.dev/shard, which the default shard's pods lack.
+assert deps[rel]["spec"]["selector"]["matchLabels"] == {
+    "app.kubernetes.io/name": "tcred", "app.kubernetes.io/instance": rel}
+assert "tcred.dev/shard" not in pods[rel]
+assert pods[f"{rel}-shard-a"]["tcred.dev/shard"] == "a" and pods[f"{rel}-shard-b"]["tcred.dev/shard"] == "b"
+pdbs = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+assert sorted(pdbs) == sorted(want), sorted(pdbs)
+assert pdbs[rel]["matchExpressions"] == [{"key": "tcred.dev/shard", "operator": "DoesNotExist"}], pdbs[rel]
+rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "TcredNoLeader")
+assert ") < 3" in expr, expr
+EOF
+check "unsharded: no shard flags, one Deployment" bash -c \
+  "! grep -nE 'TCRED_SHARD|TCRED_SERVE_SOURCES|tcred.dev/shard' '$WORK/defaults.yaml' && [[ \$(grep -c '^kind: Deployment' '$WORK/defaults.yaml') == 2 ]]"
+
 ((FAILED == 0)) || { echo "offline checks failed: stopping before touching the cluster" >&2; exit 1; }
 
 # --- 3. PromQL and server-side validation --------------------------------------------------------
@@ -244,6 +296,7 @@ dry_run() {
 }
 check "all toggles and values: $(grep -c '^kind:' "$WORK/all.yaml") objects accepted, no warnings" dry_run "$WORK/all.yaml"
 check "namespace-scoped: $(grep -c '^kind:' "$WORK/scoped.yaml") objects accepted, no warnings" dry_run "$WORK/scoped.yaml"
+check "sharded: $(grep -c '^kind:' "$WORK/sharded.yaml") objects accepted, no warnings" dry_run "$WORK/sharded.yaml"
 
 # --- 4. install ----------------------------------------------------------------------------------
 

@@ -1,7 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: only the holder mints and writes. Uses
 //! kube-lease-manager (server-side apply on the Lease, so two candidates cannot both win).
 
-use kube::Client;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
@@ -17,6 +23,9 @@ pub struct LeaderConfig {
     pub duration_seconds: u64,
     /// The holder renews this many seconds before the lease would lapse.
     pub grace_seconds: u64,
+    /// Labels the Lease carries (a dynamic sharder finds its ring's shards by label,
+    /// docs/sharding.md).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,25 @@ pub enum Error {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("leader election stopped")]
     Stopped,
+    #[error("labelling the Lease: {0}")]
+    Label(#[source] kube::Error),
+}
+
+/// Applies `cfg.labels` to the Lease (its own field manager: the election's applies leave them).
+async fn label_lease(client: Client, cfg: &LeaderConfig) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": cfg.lease_name, "labels": cfg.labels},
+    });
+    Api::<Lease>::namespaced(client, &cfg.namespace)
+        .patch(
+            &cfg.lease_name,
+            &PatchParams::apply("tcred-lease-labels").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(Error::Label)
 }
 
 /// A running election.
@@ -45,7 +73,7 @@ impl Election {
                 grace: cfg.grace_seconds,
             });
         }
-        let manager = LeaseManagerBuilder::new(client, &cfg.lease_name)
+        let manager = LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
             .with_namespace(&cfg.namespace)
             .with_identity(&cfg.identity)
             .with_field_manager(format!("tcred-{}", cfg.identity))
@@ -53,6 +81,9 @@ impl Election {
             .with_grace(cfg.grace_seconds)
             .build()
             .await?;
+        if !cfg.labels.is_empty() {
+            label_lease(client, cfg).await?;
+        }
         let (state, task) = manager.watch().await;
         Ok(Self { state, task })
     }

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod sensitive;
 pub mod server;
 pub mod session;
+pub mod shard;
 pub mod source;
 pub mod telemetry;
 pub mod time;

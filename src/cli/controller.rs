@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     podidentity,
     server::{self, Health},
+    shard::{self, ShardSelector},
     tls::TlsFiles,
 };
 
@@ -80,6 +81,22 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease and in Events (default: the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Label selector of the TemporaryCredentials this process serves, and of their managed
+    /// Secrets (docs/sharding.md), e.g. `tcred.dev/shard=a`. Empty: all of them.
+    #[arg(long, default_value = "", env = "TCRED_SHARD_SELECTOR")]
+    pub shard_selector: String,
+    /// This shard's name: its Lease is `<leader-election-id>-<shard>`; none or `default` keeps
+    /// `<leader-election-id>` (docs/sharding.md).
+    #[arg(long, env = "TCRED_SHARD")]
+    pub shard: Option<String>,
+    /// Run what is not sharded: the source controllers (source status, Identity Center session
+    /// refresh) and tcred's own certificates. Exactly one shard of an installation does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "TCRED_SERVE_SOURCES")]
+    pub serve_sources: bool,
+    /// Be a shard of this dynamic sharder's ring (timebertt/kubernetes-controller-sharding): the
+    /// Lease is labelled for the ring and the ring's drain requests are acknowledged.
+    #[arg(long, env = "TCRED_CONTROLLER_RING")]
+    pub controller_ring: Option<String>,
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,
     /// The credentials endpoint (pod identity).
@@ -242,6 +259,27 @@ fn config(args: &ControllerArgs) -> Config {
         namespace_concurrency: args.namespace_concurrency.max(1),
         min_mint_interval: Duration::from(args.min_mint_interval),
         min_credential_lifetime: Duration::from(args.min_credential_lifetime),
+        shard_selector: ShardSelector::default(),
+        serve_sources: args.serve_sources,
+        controller_ring: args.controller_ring.clone(),
+    }
+}
+
+/// The shard's selector, checked (a typo stops the controller at start, not a watch forever).
+fn shard_selector(args: &ControllerArgs) -> Result<ShardSelector, Error> {
+    if let Some(shard) = &args.shard {
+        shard::check_shard_name(shard).map_err(|e| Error::Usage(format!("--shard: {e}")))?;
+    }
+    if let Some(ring) = &args.controller_ring {
+        shard::check_ring_name(ring).map_err(|e| Error::Usage(format!("--controller-ring: {e}")))?;
+    }
+    ShardSelector::parse(&args.shard_selector).map_err(|e| Error::Usage(format!("--shard-selector: {e}")))
+}
+
+/// tcred's own certificates are written by the leader of the shard that serves sources.
+fn spawn_certificates(args: &ControllerArgs, client: &Client, namespace: &str) {
+    if args.serve_sources {
+        crate::webhook::spawn_certificates(&args.webhook, client.clone(), namespace);
     }
 }
 
@@ -256,10 +294,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     tokio::spawn(serve);
     start_endpoint(&args, &client, &metrics).await?;
     crate::webhook::spawn(&args.webhook);
-    let config = config(&args);
+    let mut config = config(&args);
+    config.shard_selector = shard_selector(&args)?;
     let id = identity(&args);
     if !args.leader_elect {
-        crate::webhook::spawn_certificates(&args.webhook, client.clone(), &own_namespace(&args));
+        spawn_certificates(&args, &client, &own_namespace(&args));
         metrics.leader.set(1);
         let stop = async {
             signalled().await;
@@ -283,10 +322,15 @@ async fn lead(
 ) -> Result<(), Error> {
     let lease = LeaderConfig {
         namespace: own_namespace(args),
-        lease_name: args.leader_election_id.clone(),
+        lease_name: shard::lease_name(&args.leader_election_id, args.shard.as_deref()),
         identity: id.clone(),
         duration_seconds: args.lease_duration_seconds,
         grace_seconds: args.lease_grace_seconds,
+        labels: args
+            .controller_ring
+            .iter()
+            .map(|ring| (shard::RING_LEASE_LABEL.to_owned(), ring.clone()))
+            .collect(),
     };
     let mut election = Election::start(client.clone(), &lease).await?;
     // A standby is healthy and ready to take over.
@@ -300,7 +344,7 @@ async fn lead(
         acquired = election.acquired() => acquired?,
     }
     info!(identity = %id, "acquired the leader lease");
-    crate::webhook::spawn_certificates(&args.webhook, client.clone(), &lease.namespace);
+    spawn_certificates(args, &client, &lease.namespace);
     metrics.leader.set(1);
     health.set_ready(false);
 

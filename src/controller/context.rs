@@ -28,6 +28,7 @@ use crate::{
     cloud::HttpClient,
     metrics::Metrics,
     ratelimit::RateLimiter,
+    shard::ShardSelector,
     source::{Source, kind_name},
 };
 
@@ -57,6 +58,14 @@ pub struct Config {
     pub min_mint_interval: Duration,
     /// A credential issued with less validity than this is a failed mint.
     pub min_credential_lifetime: Duration,
+    /// The TemporaryCredentials (and their managed Secrets) this process serves
+    /// (docs/sharding.md). Default: all.
+    pub shard_selector: ShardSelector,
+    /// Whether this process runs the source controllers (source status, Identity Center session
+    /// refresh): one writer for what is not sharded (docs/sharding.md).
+    pub serve_sources: bool,
+    /// The dynamic sharder's ring this process is a shard of: it acknowledges that ring's drains.
+    pub controller_ring: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +83,9 @@ impl Default for Config {
             namespace_concurrency: 4,
             min_mint_interval: Duration::from_secs(30),
             min_credential_lifetime: Duration::from_secs(60),
+            shard_selector: ShardSelector::default(),
+            serve_sources: true,
+            controller_ring: None,
         }
     }
 }
@@ -109,6 +121,9 @@ pub struct Context {
     pub pending: PendingWrites,
     /// Secret writes whose watch events are still to come (see [`OwnSecretWrites`]).
     pub own_secret_writes: OwnSecretWrites,
+    /// The TemporaryCredentials this process serves now (the credential controller's cache):
+    /// an object relabelled into another shard leaves it (see [`Context::still_served`]).
+    pub served: Store<DeserializeGuard<TemporaryCredential>>,
 }
 
 /// The last status this controller wrote to each TemporaryCredential, as the resourceVersion the
@@ -210,6 +225,18 @@ impl Context {
             };
             Problem::new(reasons::SOURCE_NOT_FOUND, format!("{what} does not exist"))
         })
+    }
+
+    /// Whether `tc` is still in this process's shard. A reconcile that began before the object
+    /// was relabelled into another shard checks this before it mints, so the shard that lost the
+    /// object does not mint it too (docs/sharding.md §Moving objects).
+    pub fn still_served(&self, tc: &TemporaryCredential) -> bool {
+        let Some(ns) = tc.namespace() else {
+            return true;
+        };
+        self.served
+            .get(&ObjectRef::new(&tc.name_any()).within(&ns))
+            .is_some_and(|cached| cached.uid() == tc.uid())
     }
 
     /// Labels of `namespace`, from the cache.

@@ -13,6 +13,7 @@ pub(crate) mod fixtures;
 pub mod guard;
 pub mod own_writes;
 pub mod restart;
+pub mod shard;
 pub mod sources;
 pub mod watch;
 

@@ -1,7 +1,7 @@
 //! The wiring: which objects each controller watches and caches, what wakes a reconcile, and
 //! the start of both controllers (docs/controller.md §Watches).
 
-use std::{fmt::Debug, future::Future, sync::Arc};
+use std::{collections::HashMap, fmt::Debug, future::Future, sync::Arc};
 
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use k8s_openapi::{
@@ -141,16 +141,14 @@ impl Watches {
         let (namespaces, ns_events) = reflected(Api::all(client.clone()), ns_config);
         let secrets = watcher(
             scoped::<PartialObjectMeta<Secret>>(client, ns),
-            watched().labels(labels::MANAGED_SELECTOR),
+            watched().labels(&secret_selector(config)),
         )
         .default_backoff()
         .touched_objects();
         // A credential is reconciled when its spec or its rotate annotation changes — not when
         // tcred writes its status — and otherwise by the triggers below and its own schedule.
-        let (credentials, credential_events) = reflected(scoped(client, ns), watched());
-        let credential_events = credential_events
-            .applied_objects()
-            .predicate_filter(spec_or_rotate_request, Default::default());
+        let (credentials, credential_events) = reflected(scoped(client, ns), in_shard(watched(), config));
+        let credential_events = wakes(credential_events);
         Self {
             credentials,
             credential_events: credential_events.boxed(),
@@ -199,6 +197,8 @@ pub async fn run(
     watches.report_ready(readiness);
     info!(
         namespace = ns.unwrap_or("<all>"),
+        shard_selector = %ctx.config.shard_selector,
+        serve_sources = ctx.config.serve_sources,
         "starting the TemporaryCredential and source controllers"
     );
     let shutdown = shutdown.shared();
@@ -215,8 +215,16 @@ pub async fn run(
     // A namespace-scoped installation uses ClusterCredentialSources but leaves their status and
     // session refresh to the cluster-wide installation: several scoped ones would contend for
     // them, and their Secrets live outside the watched namespace.
+    // Of a sharded installation only one shard (`--serve-sources`) runs the source controllers:
+    // source status and session refresh have a single writer (docs/sharding.md).
+    let serve_sources = ctx.config.serve_sources;
+    let sources = async {
+        if serve_sources {
+            sources.await;
+        }
+    };
     let cluster_sources = async {
-        if ns.is_none() {
+        if ns.is_none() && serve_sources {
             let api = Api::<Guarded<ClusterCredentialSource>>::all(client.clone());
             source_controller(api, Default::default(), &client, ns, shutdown, ctx).await;
         }
@@ -264,6 +272,7 @@ fn context(
         error_backoff: Default::default(),
         pending: Default::default(),
         own_secret_writes: Default::default(),
+        served: watches.credentials.clone(),
         config,
     })
 }
@@ -397,6 +406,29 @@ fn excluding(config: watcher::Config, excluded: &[String]) -> watcher::Config {
     config.fields(&selector)
 }
 
+/// `config` narrowed to the TemporaryCredentials of this process's shard (docs/sharding.md). An
+/// object relabelled out of the shard leaves the watch (the API server sends its deletion), so its
+/// cache entry goes and no timer of this process acts on it again.
+fn in_shard(config: watcher::Config, c: &Config) -> watcher::Config {
+    match c.shard_selector.to_query() {
+        Some(selector) => config.labels(&selector),
+        None => config,
+    }
+}
+
+/// The managed Secrets to watch: those of this shard when the shard selector names only shard
+/// labels (which a managed Secret copies from its TemporaryCredential), else all of them (a
+/// Secret of another shard then maps to a credential this process does not cache, and is
+/// dropped).
+fn secret_selector(c: &Config) -> String {
+    match c.shard_selector.to_query() {
+        Some(selector) if c.shard_selector.applies_to_secrets() => {
+            format!("{},{selector}", labels::MANAGED_SELECTOR)
+        }
+        _ => labels::MANAGED_SELECTOR.to_owned(),
+    }
+}
+
 /// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
 /// latest of several concurrent waiters (the runtime waits on the same store), so re-poll it.
 async fn synced<K>(store: &Store<K>)
@@ -411,6 +443,38 @@ where
     ) {}
 }
 
+/// The credentials whose own watch event calls for a reconcile: those [`spec_or_rotate_request`]
+/// sees changed, and every object that enters the watch — new, or relabelled into this shard
+/// (docs/sharding.md), even when it was here before: what it last looked like here is forgotten
+/// when it leaves (a deletion event) and on every relist.
+fn wakes(
+    events: impl Stream<Item = Result<watcher::Event<Guarded<TemporaryCredential>>, watcher::Error>>
+    + Send
+    + 'static,
+) -> impl Stream<Item = Result<Guarded<TemporaryCredential>, watcher::Error>> + Send + 'static {
+    let mut seen: HashMap<CredentialRef, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let woken = match event {
+            Ok(watcher::Event::Apply(tc) | watcher::Event::InitApply(tc)) => {
+                let hash = spec_or_rotate_request(&tc);
+                let changed = hash.is_none_or(|h| seen.insert(ObjectRef::from(&tc), h) != Some(h));
+                changed.then_some(Ok(tc))
+            }
+            Ok(watcher::Event::Delete(tc)) => {
+                seen.remove(&ObjectRef::from(&tc));
+                None
+            }
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(woken)
+    })
+}
+
 /// What a TemporaryCredential's own watch events react to: its generation (spec changes) and the
 /// `tcred.dev/rotate` annotation.
 fn spec_or_rotate_request(tc: &Guarded<TemporaryCredential>) -> Option<u64> {
@@ -419,6 +483,8 @@ fn spec_or_rotate_request(tc: &Guarded<TemporaryCredential>) -> Option<u64> {
     kube::Resource::meta(tc).generation.hash(&mut h);
     tc.annotations().get(annotations::ROTATE).hash(&mut h);
     kube::Resource::meta(tc).deletion_timestamp.is_some().hash(&mut h);
+    // A dynamic sharder's drain request is acted on at once (docs/sharding.md).
+    crate::shard::has_drain_label(tc.labels()).hash(&mut h);
     Some(h.finish())
 }
 
@@ -476,4 +542,46 @@ fn owner_of_secret(ctx: &Context, s: PartialObjectMeta<Secret>) -> Option<Creden
     s.labels()
         .get(labels::CREDENTIAL)
         .map(|owner| ObjectRef::new(owner).within(&s.namespace().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::tc;
+
+    fn guarded(generation: i64, label: Option<&str>) -> Guarded<TemporaryCredential> {
+        let mut t = tc("billing");
+        t.metadata.uid = Some("u1".into());
+        t.metadata.generation = Some(generation);
+        t.metadata.labels = label.map(|l| [(crate::shard::SHARD_LABEL.to_owned(), l.to_owned())].into());
+        DeserializeGuard(Ok(t))
+    }
+
+    async fn woken(events: Vec<watcher::Event<Guarded<TemporaryCredential>>>) -> Vec<Option<i64>> {
+        wakes(futures::stream::iter(events.into_iter().map(Ok)))
+            .map(|r| r.ok().and_then(|g| kube::Resource::meta(&g).generation))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_comes_back_to_its_shard_is_reconciled_again() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(guarded(1, Some("a"))),
+            InitDone,
+            // tcred's own status write: the same generation, no wake
+            Apply(guarded(1, Some("a"))),
+            // relabelled away (the watch deletes it) and back: woken although nothing else changed
+            Delete(guarded(1, Some("b"))),
+            Apply(guarded(1, Some("a"))),
+            Apply(guarded(2, Some("a"))),
+            // a relist forgets everything
+            Init,
+            InitApply(guarded(2, Some("a"))),
+            InitDone,
+        ];
+        assert_eq!(woken(events).await, vec![Some(1), Some(1), Some(2), Some(2)]);
+    }
 }

@@ -74,6 +74,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 requires leaderElection.enabled: replicas without a leader would all mint and write" }}
 {{- end }}
+{{- range .Values.shards }}
+{{- if and (gt (int (.replicaCount | default $.Values.replicaCount)) 1) (not $.Values.leaderElection.enabled) }}
+{{- fail (printf "shard %s: more than one replica requires leaderElection.enabled" .name) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.rbac.sourceSecrets (not .Values.watchNamespace) }}
 {{- fail "rbac.sourceSecrets only applies with watchNamespace (cluster-wide installs can read every Secret already)" }}
 {{- end }}
@@ -149,5 +154,62 @@ endpoint), the webhook and, without cert-manager, the generated certificates. */
   value: {{ include "tcred.podIdentity.dnsNames" . | quote }}
 - name: TCRED_WEBHOOK_CONFIGURATION
   value: {{ include "tcred.webhookConfigurationName" . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Sharding (docs/sharding.md). The operator Deployments as a YAML list: the default shard
+first (no name when `shards` is empty, so an unsharded install renders as before; it serves what
+no named shard selects and runs what is not sharded), then one per `shards` entry. */}}
+{{- define "tcred.shards" -}}
+{{- $named := list }}
+{{- $custom := false }}
+{{- range .Values.shards }}
+{{- $named = append $named .name }}
+{{- if .selector }}{{ $custom = true }}{{ end }}
+{{- end }}
+{{- if not .Values.shards }}
+- {default: true}
+{{- else }}
+{{- $default := .Values.defaultShard.selector | default (printf "tcred.dev/shard notin (%s)" (join "," $named)) }}
+{{- if and $custom (not .Values.defaultShard.selector) }}
+{{- fail "a shard with its own selector needs defaultShard.selector: the default shard must select exactly what no other shard does" }}
+{{- end }}
+- {{ dict "default" true "name" "default" "selector" $default "replicaCount" .Values.defaultShard.replicaCount "controller" .Values.defaultShard.controller "resources" .Values.defaultShard.resources "extraArgs" .Values.defaultShard.extraArgs | toJson }}
+{{- range .Values.shards }}
+{{- if eq .name "default" }}
+{{- fail "shards: the name `default` is the default shard's (defaultShard)" }}
+{{- end }}
+- {{ merge (dict "selector" (printf "tcred.dev/shard=%s" .name)) (deepCopy .) | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A shard Deployment's name: `<fullname>` for the default shard, `<fullname>-shard-<name>`. */}}
+{{- define "tcred.shardDeploymentName" -}}
+{{- if .shard.default }}
+{{- include "tcred.fullname" .root }}
+{{- else }}
+{{- printf "%s-shard-%s" (include "tcred.fullname" .root) .shard.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The pod label telling a named shard's pods apart (the default shard's pods have none, so the
+default Deployment's selector stays what an unsharded install has). */}}
+{{- define "tcred.shardPodLabels" -}}
+{{- if not .default -}}
+tcred.dev/shard: {{ .name | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The controller environment of a shard: its selector, its name (its Lease) and whether it
+runs what is not sharded (only the default shard). Empty for an unsharded install. */}}
+{{- define "tcred.shardEnv" -}}
+{{- if .name -}}
+- name: TCRED_SHARD
+  value: {{ .name | quote }}
+- name: TCRED_SHARD_SELECTOR
+  value: {{ .selector | quote }}
+- name: TCRED_SERVE_SOURCES
+  value: {{ .default | default false | quote }}
 {{- end }}
 {{- end }}

@@ -93,6 +93,9 @@ async fn reconcile_object(
     if tc.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if super::shard::let_go(ctx, tc).await? {
+        return Ok(Action::await_change());
+    }
     let fresh = match fresh_if_cache_is_behind(ctx, tc).await? {
         Freshness::Current => None,
         Freshness::Read(fresh) => Some(*fresh),
@@ -373,6 +376,13 @@ impl Reconciler<'_> {
                         .await
                         .map_err(Error::Kube)?;
                     self.secret_touched.store(touched, Ordering::Relaxed);
+                    super::shard::drop_stale_shard_labels(
+                        self.ctx,
+                        &relabelled,
+                        live.metadata.labels.as_ref(),
+                    )
+                    .await
+                    .map_err(Error::Kube)?;
                 }
                 let ak = match observed {
                     Observed::Managed(m) => m.access_key_id.as_deref(),
@@ -401,6 +411,10 @@ impl Reconciler<'_> {
 
     /// Mints (or takes the credential an earlier mint could not write) and writes it.
     async fn mint(&self, reason: MintReason, m: &Minting<'_>) -> Result<Action, Error> {
+        if !self.ctx.still_served(self.tc) {
+            info!("not minting: the object moved to another shard meanwhile");
+            return Ok(Action::await_change());
+        }
         let uid = self.uid();
         let spec_hash = secret::spec_hash(self.tc);
         let min_left = self.ctx.config.min_credential_lifetime;

@@ -38,6 +38,7 @@ use crate::{
     api::{DeletionPolicy, TemporaryCredential, annotations, labels},
     cloud::IssuedCredential,
     sensitive::SecretString,
+    shard,
 };
 
 /// Secret keys (contract: docs/api.md, "The Secret"). [`ALL`](keys::ALL) are the keys that hold the
@@ -252,6 +253,10 @@ fn secret_of(
     let layout = layout(tc);
     let template = &tc.spec.secret;
     let mut labels_out = template.labels.clone();
+    // The shard labels are the credential's own (docs/sharding.md), never the template's: the
+    // Secret watch of the credential's shard must see this Secret.
+    labels_out.retain(|k, _| !shard::is_shard_label(k));
+    labels_out.extend(shard::shard_labels(tc.labels()));
     labels_out.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
     labels_out.insert(labels::CREDENTIAL.into(), tc.name_any());
 
@@ -370,6 +375,7 @@ pub fn observe(tc: &TemporaryCredential, secret: Option<&Secret>) -> Observed {
     };
     let metadata_current = ann.get(TEMPLATE_HASH) == Some(&template_hash(tc))
         && (!intact || outputs_current(tc, data))
+        && shard::shard_labels(l) == shard::shard_labels(tc.labels())
         && issued_current
         && expires_current
         && secret.metadata.owner_references.clone().unwrap_or_default()
@@ -460,6 +466,50 @@ mod tests {
             .insert(labels::MANAGED_BY.into(), "someone-else".into());
         let s = build(&t, &credential("AKID1", 3_600), times());
         assert_eq!(s.metadata.labels.unwrap()[labels::MANAGED_BY], "tcred");
+    }
+
+    #[test]
+    fn the_secret_carries_the_credentials_shard_labels_and_never_the_templates() {
+        let mut t = tc("billing");
+        t.metadata.labels = Some(BTreeMap::from([
+            (shard::SHARD_LABEL.to_owned(), "a".to_owned()),
+            ("team".to_owned(), "x".to_owned()),
+        ]));
+        t.spec.secret.labels.insert(shard::SHARD_LABEL.into(), "b".into());
+        let sharder = format!("{}tcred", shard::SHARDER_LABEL_PREFIX);
+        t.spec.secret.labels.insert(sharder.clone(), "tcred-1".into());
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        let l = s.metadata.labels.unwrap();
+        assert_eq!(l[shard::SHARD_LABEL], "a");
+        assert!(
+            !l.contains_key(&sharder),
+            "a template cannot place the Secret in a shard"
+        );
+        assert!(!l.contains_key("team"), "only shard labels are copied");
+    }
+
+    #[test]
+    fn a_credential_moved_to_another_shard_relabels_its_secret_without_a_mint() {
+        let mut t = tc("billing");
+        t.metadata.labels = Some(BTreeMap::from([(shard::SHARD_LABEL.to_owned(), "a".to_owned())]));
+        let s = build(&t, &credential("AKID1", 3_600), times());
+        t.metadata.labels = Some(BTreeMap::from([(shard::SHARD_LABEL.to_owned(), "b".to_owned())]));
+        let Observed::Managed(m) = observe(&t, Some(&s)) else {
+            panic!("the Secret is still the credential's")
+        };
+        assert!(
+            m.intact && m.spec_hash_matches,
+            "the credential it holds stays good"
+        );
+        assert!(!m.metadata_current, "its shard label is rewritten");
+        t.metadata.labels = None;
+        let Observed::Managed(m) = observe(&t, Some(&build(&t, &credential("AKID1", 3_600), times()))) else {
+            panic!("managed")
+        };
+        assert!(
+            m.metadata_current,
+            "an unsharded credential's Secret carries no shard label"
+        );
     }
 
     #[test]

@@ -160,8 +160,11 @@ pub struct RetryInput<'a> {
     pub attempt: u32,
     pub class: ErrorClass,
     pub retry_after: Option<Duration>,
-    /// Validity left on the credential the Secret holds; `None` when it holds none.
+    /// Validity left on the credential the Secret holds; `None` when it holds none or an
+    /// expired one.
     pub remaining_validity: Option<Duration>,
+    /// The Secret holds a credential that has expired: its consumers are failing now.
+    pub held_expired: bool,
     /// Stable per-object key for the jitter (the UID).
     pub jitter_key: &'a str,
 }
@@ -174,6 +177,11 @@ const PERMANENT_BASE: Duration = Duration::from_secs(30);
 /// within a minute, also when the credential already expired. The per-endpoint rate limit, not
 /// the backoff, bounds the load many failing credentials put on it.
 const TRANSIENT_MAX: Duration = Duration::from_secs(60);
+/// Longest wait between attempts after a transient failure once the credential in the Secret has
+/// expired: its consumers fail until the next success, so the retry comes within seconds of
+/// Huawei Cloud recovering (found by the chaos soak, docs/benchmarks.md: expired credentials
+/// waited up to a minute). The per-endpoint mint rate limit and Retry-After still bound the load.
+const EXPIRED_TRANSIENT_MAX: Duration = Duration::from_secs(10);
 /// Longest wait after a failure that needs a person (bad key, missing agency, denied trust).
 const MAX_DELAY: Duration = Duration::from_secs(600);
 /// Five bad signatures in a row lock a Huawei access key for five minutes: never retry auth
@@ -187,7 +195,9 @@ const MIN_DELAY: Duration = Duration::from_secs(1);
 /// How long to wait before the next mint attempt: exponential backoff with equal jitter, capped by
 /// a quarter of the remaining validity, and never sooner than the server's Retry-After.
 pub fn retry_delay(input: RetryInput<'_>) -> Duration {
-    let (base, max) = if input.class.is_transient() {
+    let (base, max) = if input.class.is_transient() && input.held_expired {
+        (TRANSIENT_BASE, EXPIRED_TRANSIENT_MAX)
+    } else if input.class.is_transient() {
         (TRANSIENT_BASE, TRANSIENT_MAX)
     } else {
         (PERMANENT_BASE, MAX_DELAY)
@@ -415,8 +425,33 @@ mod tests {
             class,
             retry_after: None,
             remaining_validity: None,
+            held_expired: false,
             jitter_key: "uid-a",
         }
+    }
+
+    #[test]
+    fn transient_retries_for_an_expired_credential_come_within_seconds_but_respect_retry_after() {
+        for attempt in [1, 5, 30, u32::MAX] {
+            let expired = RetryInput {
+                held_expired: true,
+                ..retry(attempt, ErrorClass::Server)
+            };
+            let d = retry_delay(expired);
+            assert!(d >= MIN_DELAY && d <= EXPIRED_TRANSIENT_MAX, "{d:?}");
+        }
+        let throttled = RetryInput {
+            held_expired: true,
+            retry_after: Some(Duration::from_secs(30)),
+            ..retry(9, ErrorClass::Throttled)
+        };
+        assert_eq!(retry_delay(throttled), Duration::from_secs(30));
+        // A failure that needs a person is not retried faster because consumers are failing.
+        let denied = RetryInput {
+            held_expired: true,
+            ..retry(9, ErrorClass::Auth)
+        };
+        assert!(retry_delay(denied) >= AUTH_FLOOR);
     }
 
     #[test]
@@ -662,6 +697,7 @@ mod tests {
                     class,
                     retry_after,
                     remaining_validity: remaining,
+                    held_expired: attempt % 2 == 0,
                     jitter_key: &key,
                 });
                 prop_assert!(d >= MIN_DELAY && d <= MAX_DELAY, "{d:?}");

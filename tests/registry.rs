@@ -196,6 +196,11 @@ async fn mode_switches_absurd_validities_and_secrets_of_another_type_are_refused
         served["spec"]["podIdentity"] = json!({"serviceAccounts": ["default"]});
         let e = try_apply(&client, &served).await.expect_err("refused");
         assert!(e.contains("podIdentity"), "{e}");
+        // Consumer formats shape an SDK credential's Secret; a pull Secret holds only the login.
+        let mut formatted = pull_credential(&ns, "formatted", json!({}));
+        formatted["spec"]["secret"] = json!({"formats": ["aws"]});
+        let e = try_apply(&client, &formatted).await.expect_err("refused");
+        assert!(e.contains("secret.formats"), "{e}");
 
         let _op = Operator::start("swr-refuse", &ns).await;
         // A credential cannot switch modes: a Secret's type is immutable.

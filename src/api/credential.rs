@@ -98,6 +98,8 @@ fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         .message("serviceAccountName applies to webIdentity sources, which mint agencyUrn credentials"),
     validation = Rule::new("!has(self.imagePullSecret) || !has(self.podIdentity)")
         .message("an imagePullSecret credential holds only a registry login: it cannot be served with podIdentity"),
+    validation = Rule::new("!has(self.imagePullSecret) || !has(self.secret) || ((!has(self.secret.formats) || size(self.secret.formats) == 0) && (!has(self.secret.keys) || size(self.secret.keys) == 0) && !has(self.secret.projectId) && !has(self.secret.region))")
+        .message("an imagePullSecret credential holds only a registry login: secret.formats, secret.keys, secret.projectId and secret.region do not apply"),
     validation = Rule::new("has(self.imagePullSecret) == has(oldSelf.imagePullSecret)")
         .message("imagePullSecret cannot be added or removed (a Secret's type is immutable): create another TemporaryCredential"),
 )]

@@ -187,6 +187,7 @@ pub fn next_attempt(
         class,
         retry_after,
         remaining_validity: remaining,
+        held_expired: cx.held_expiry.is_some_and(|x| x <= now),
         jitter_key: cx.uid,
     });
     let retry_at = SignedDuration::try_from(delay)

@@ -188,10 +188,10 @@ fn all_formats() -> Value {
 ///   `HW_REGION_NAME`, `HW_PROJECT_ID`, `HW_DOMAIN_ID`, read by `Provider()` in
 ///   https://github.com/huaweicloud/terraform-provider-huaweicloud/blob/master/huaweicloud/provider.go
 ///   and listed at https://registry.terraform.io/providers/huaweicloud/huaweicloud/latest/docs
-/// - Hadoop OBS connector (OBSA): `fs.obs.access.key`, `fs.obs.secret.key`,
-///   `fs.obs.session.token` in core-site.xml (`OBSConstants`), per
-///   https://support.huaweicloud.com/intl/en-us/bestpractice-obs/obs_05_1507.html
-///   (the XML and properties files are also parsed by conformance/load_formats.py).
+/// - Hadoop OBS connector (OBSA, `hadoop-huaweicloud`): `fs.obs.access.key`, `fs.obs.secret.key`,
+///   `fs.obs.session.token` in core-site.xml (`OBSConstants.ACCESS_KEY`, `SECRET_KEY`,
+///   `SESSION_TOKEN`; docs/api.md "The Secret" records the source); the XML and properties
+///   files are parsed by conformance/load_formats.py.
 fn assert_formats_hold_the_credential(s: &Secret) {
     let ak = secret_text(s, "HUAWEICLOUD_SDK_AK");
     for k in ["OBS_ACCESS_KEY_ID", "HW_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "MY_AK"] {

@@ -184,29 +184,7 @@ pub fn after_keep(
     s.access_key_id = access_key_id.map(str::to_owned).or(s.access_key_id);
     s.expires_at = Some(Time(expires_at));
     s.renewal_time = Some(Time(renewal.at));
-    let mut missed_rotation = false;
-    match s.last_rotation_time.as_ref().map(|t| t.0) {
-        // The Secret holds a credential minted after the last rotation the status knows: the
-        // controller stopped between the Secret write and the status write. Count that rotation,
-        // so the restarts it owes are made.
-        Some(last) if issued_at > last => {
-            s.rotations += 1;
-            s.last_rotation_time = Some(Time(issued_at));
-            missed_rotation = s.rotations > 1;
-        }
-        Some(_) => {}
-        // A status rebuilt from the Secret (the object restored, or its status lost).
-        None => {
-            s.rotations = s.rotations.max(1);
-            s.last_rotation_time = Some(Time(issued_at));
-        }
-    }
-    // The credential the Secret holds is in the history, also when the mint's status write was lost.
-    if let Some(ak) = access_key_id
-        && s.issued_credentials.first().is_none_or(|r| r.access_key_id != ak)
-    {
-        s.issued_credentials = remember_issued(&s.issued_credentials, ak, issued_at, expires_at);
-    }
+    let missed_rotation = record_held(&mut s, access_key_id, issued_at, expires_at);
     s.failed_attempts = 0;
     s.last_failure_time = None;
     s.last_failure_source_version = None;
@@ -255,6 +233,41 @@ pub fn after_keep(
         _ => {}
     }
     s
+}
+
+/// Counts the credential the Secret holds into `s` (rotations, last rotation time, the issued
+/// history) when the status does not know it yet. True when that is a rotation whose status write
+/// was lost (so the restarts it owes are still made).
+fn record_held(
+    s: &mut TemporaryCredentialStatus,
+    access_key_id: Option<&str>,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> bool {
+    let mut missed_rotation = false;
+    match s.last_rotation_time.as_ref().map(|t| t.0) {
+        // The Secret holds a credential minted after the last rotation the status knows: the
+        // controller stopped between the Secret write and the status write. Count that rotation,
+        // so the restarts it owes are made.
+        Some(last) if issued_at > last => {
+            s.rotations += 1;
+            s.last_rotation_time = Some(Time(issued_at));
+            missed_rotation = s.rotations > 1;
+        }
+        Some(_) => {}
+        // A status rebuilt from the Secret (the object restored, or its status lost).
+        None => {
+            s.rotations = s.rotations.max(1);
+            s.last_rotation_time = Some(Time(issued_at));
+        }
+    }
+    // The credential the Secret holds is in the history, also when the mint's status write was lost.
+    if let Some(ak) = access_key_id
+        && s.issued_credentials.first().is_none_or(|r| r.access_key_id != ak)
+    {
+        s.issued_credentials = remember_issued(&s.issued_credentials, ak, issued_at, expires_at);
+    }
+    missed_rotation
 }
 
 /// Whether `next` describes the credential `prev` described: same key, expiry and renewal.

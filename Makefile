@@ -55,6 +55,9 @@ deny-tool: ## Install the pinned cargo-deny unless it is already there
 
 .PHONY: deny
 deny: deny-tool ## Licenses, banned crates, duplicate versions (warnings) and sources of the workspace
+	@# cargo-deny reads the metadata of every platform's dependencies: fetch them first (a build
+	@# downloads only this host's), so the offline check also works on a fresh machine.
+	$(CARGO) fetch --locked --quiet
 	$(CARGO) deny --workspace --locked --offline check bans licenses sources
 
 .PHONY: crds

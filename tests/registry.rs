@@ -37,6 +37,15 @@ async fn registry_source(client: &kube::Client, ns: &str, name: &str, sim: &Simu
     credential_source(client, ns, name, spec).await;
 }
 
+const SHARD_LABEL: &str = "tcred.dev/shard";
+const ABUSE_SHARD: &str = "swr-abuse";
+
+/// `credential` labelled into the abuse test's shard.
+fn in_abuse_shard(mut credential: Value) -> Value {
+    credential["metadata"]["labels"] = json!({SHARD_LABEL: ABUSE_SHARD});
+    credential
+}
+
 fn pull_credential(ns: &str, name: &str, pull: Value) -> Value {
     agency_credential(ns, name, "corp", json!({"imagePullSecret": pull}))
 }
@@ -269,11 +278,14 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
     }
     // Every SWR call fails (500 and 503 alternately); STS keeps working.
     sim.set_faults(json!({"errorRate": 1.0, "scope": "swr"})).await;
+    // A cluster-wide operator, narrowed by a shard selector (docs/sharding.md) to this test's
+    // credentials: the other tests of this file run at the same time with operators of their own.
     let _op = Operator::start_with(
         "swr-abuse",
         OperatorOptions {
             namespace: None,
             lease_namespace: Some(&system),
+            extra: vec![format!("--shard-selector={SHARD_LABEL}={ABUSE_SHARD}")],
             ..OperatorOptions::production()
         },
     )
@@ -281,11 +293,19 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
     for i in 0..4 {
         apply(
             &admin,
-            pull_credential(&tenant, &format!("pull-{i}"), json!({"region": REGION})),
+            in_abuse_shard(pull_credential(
+                &tenant,
+                &format!("pull-{i}"),
+                json!({"region": REGION}),
+            )),
         )
         .await;
     }
-    apply(&admin, agency_credential(&victim, "app", "corp", json!({}))).await;
+    apply(
+        &admin,
+        in_abuse_shard(agency_credential(&victim, "app", "corp", json!({}))),
+    )
+    .await;
     wait_ready_reason(&admin, &victim, "app", reasons::ISSUED, Duration::from_secs(30)).await;
 
     for i in 0..4 {
@@ -333,7 +353,11 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
         ),
     ] {
         sim.set_hostile(hostile).await;
-        apply(&admin, pull_credential(&tenant, name, json!({"region": REGION}))).await;
+        apply(
+            &admin,
+            in_abuse_shard(pull_credential(&tenant, name, json!({"region": REGION}))),
+        )
+        .await;
         let tc = wait_ready_reason(
             &admin,
             &tenant,

@@ -73,7 +73,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
         .enum_
         .as_mut()
         .unwrap()
-        .push(JSON(json!("Rollout")));
+        .push(JSON(json!("CronJob")));
     apply_crd(&client, &newer).await;
 
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(with_namespace(
@@ -88,7 +88,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
                     &ns,
                     "future",
                     "corp",
-                    json!({"rolloutRestartTargets": [{"kind": "Rollout", "name": "web"}]}),
+                    json!({"rolloutRestartTargets": [{"kind": "CronJob", "name": "web"}]}),
                 ),
             )
             .await;
@@ -118,7 +118,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
             )
             .await;
             assert!(
-                message.contains("cannot be read") && message.contains("Rollout"),
+                message.contains("cannot be read") && message.contains("CronJob"),
                 "{message}"
             );
             assert!(has_event(

@@ -3,7 +3,7 @@
 //! headers including the received `Host`, body hash) with the signer in `tcred::cloud::signer`, and
 //! compare.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{ApiError, code};
@@ -42,6 +42,19 @@ pub struct Received<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+}
+
+impl<'a> Received<'a> {
+    /// The parts of a request a handler was given, as the verifier reads them.
+    pub fn of(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, body: &'a [u8]) -> Self {
+        Self {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query(),
+            headers,
+            body,
+        }
+    }
 }
 
 fn reject(message: &str) -> ApiError {

@@ -21,13 +21,7 @@ fn caller_account(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<String, ApiError> {
-    let received = Received {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers,
-        body,
-    };
+    let received = Received::of(method, uri, headers, body);
     Ok(match auth::verify(sim, &received, sim.now())? {
         Caller::User { account_id, .. } | Caller::Session { account_id, .. } => account_id,
     })

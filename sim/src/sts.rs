@@ -269,13 +269,7 @@ pub async fn assume_agency(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = sim.now();
-    let received = Received {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers: &headers,
-        body: &body,
-    };
+    let received = Received::of(&method, &uri, &headers, &body);
     let caller = auth::verify(&sim, &received, now)?;
 
     let req: AssumeBody = parse_body(&body, bad)?;
@@ -460,13 +454,7 @@ pub async fn get_caller_identity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let received = Received {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers: &headers,
-        body: &body,
-    };
+    let received = Received::of(&method, &uri, &headers, &body);
     let caller = auth::verify(&sim, &received, sim.now())?;
     let (account_id, principal_id) = match &caller {
         Caller::User { name, account_id } => (

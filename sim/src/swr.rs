@@ -87,13 +87,7 @@ pub async fn create_secret(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = sim.now();
-    let received = Received {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers: &headers,
-        body: &body,
-    };
+    let received = Received::of(&method, &uri, &headers, &body);
     auth::verify(&sim, &received, now)?;
     let (region, seconds) = parse_query(uri.query().unwrap_or(""))?;
     let lifetime = sim.effective_lifetime(seconds.unsigned_abs());

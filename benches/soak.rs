@@ -135,6 +135,7 @@ impl Replicas {
                 format!("--lease-duration-seconds={LEASE_SECONDS}"),
                 "--lease-grace-seconds=2".into(),
             ],
+            kubeconfig: None,
         };
         let op = Operator::start_with("soak", options).await;
         self.ops.push((identity, op));

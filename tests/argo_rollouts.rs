@@ -11,10 +11,7 @@
 
 mod support;
 
-use std::{
-    process::{Child, Command},
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -309,63 +306,6 @@ fn impersonating_kubeconfig(user: &str, dir: &std::path::Path) -> std::path::Pat
     path
 }
 
-/// A `tcred controller` for `ns` running as `kubeconfig`'s identity; killed on drop.
-struct LimitedOperator(Child);
-
-impl LimitedOperator {
-    async fn start(ns: &str, kubeconfig: &std::path::Path) -> Self {
-        tcred::cloud::http::install_crypto_provider();
-        let port = free_port();
-        let log = log_dir("argo-rollouts-forbidden").join(format!("operator-{port}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tcred"))
-            .args([
-                "controller".to_owned(),
-                format!("--metrics-bind-address=127.0.0.1:{port}"),
-                "--leader-elect=false".to_owned(),
-                "--identity=limited".to_owned(),
-                "--mint-rate=0".to_owned(),
-                "--mint-rate-total=0".to_owned(),
-                "--allowed-endpoint-hosts=127.0.0.1,localhost".to_owned(),
-                "--min-mint-interval=5s".to_owned(),
-                "--min-credential-lifetime=10s".to_owned(),
-                format!("--namespace={ns}"),
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("POD_NAME")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start the operator");
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        wait_for(
-            Duration::from_secs(60),
-            &format!("operator ready (log {})", log.display()),
-            || {
-                let url = url.clone();
-                async move {
-                    reqwest::get(&url)
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
-        )
-        .await;
-        Self(child)
-    }
-}
-
-impl Drop for LimitedOperator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_rollout_target_tcred_may_not_patch_is_reported_once_and_the_credential_keeps_rotating() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -400,7 +340,16 @@ async fn a_rollout_target_tcred_may_not_patch_is_reported_once_and_the_credentia
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
         apply(&client, rollout(&ns, "web", "ops", Some("billing"))).await;
-        let op = LimitedOperator::start(&ns, &kubeconfig).await;
+        let op = Operator::start_with(
+            "argo-rollouts-forbidden",
+            OperatorOptions {
+                namespace: Some(&ns),
+                identity: "limited",
+                kubeconfig: Some(&kubeconfig),
+                ..Default::default()
+            },
+        )
+        .await;
         apply(&client, agency_credential(&ns, "billing", "corp", targets())).await;
         wait_ready_reason(&client, &ns, "billing", reasons::ISSUED, Duration::from_secs(30)).await;
 

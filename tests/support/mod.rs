@@ -490,6 +490,9 @@ pub struct OperatorOptions<'a> {
     pub min_mint_interval: &'a str,
     pub min_credential_lifetime: &'a str,
     pub extra: Vec<String>,
+    /// The kubeconfig the operator runs with (an identity with only the RBAC a test grants);
+    /// default: the rig's admin.
+    pub kubeconfig: Option<&'a std::path::Path>,
 }
 
 impl Default for OperatorOptions<'_> {
@@ -503,6 +506,7 @@ impl Default for OperatorOptions<'_> {
             min_mint_interval: "5s",
             min_credential_lifetime: "10s",
             extra: vec![],
+            kubeconfig: None,
         }
     }
 }
@@ -558,7 +562,10 @@ impl Operator {
         args.extend(o.extra);
         let child = Command::new(env!("CARGO_BIN_EXE_tcred"))
             .args(&args)
-            .env("KUBECONFIG", admin_kubeconfig())
+            .env(
+                "KUBECONFIG",
+                o.kubeconfig.map_or_else(admin_kubeconfig, PathBuf::from),
+            )
             .env("RUST_LOG", o.rust_log)
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")

@@ -28,14 +28,16 @@ use std::{
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::{Value, json};
 use support::{node::*, podidentity::service_account, *};
 use tcred::{
     certs::{self, CertConfig, Policy},
     webhook::mutate::{AGENT_HOST_ENV, FULL_URI_ENV, LABEL, MOUNT_PATH, TOKEN_FILE_ENV, VOLUME},
 };
-use webhook_support::{CA_SECRET, TLS_SECRET, delete_configuration, write_tls_files};
+use webhook_support::{
+    CA_SECRET, TLS_SECRET, delete_configuration, install_configuration_at, write_tls_files,
+};
 
 /// Issued lifetime at the simulator: a rotation about every 30 s. Far below the SDK's 40-minute
 /// refresh threshold, so the SDK fetches from the agent before every call.
@@ -90,30 +92,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The chart's MutatingWebhookConfiguration for one namespace, pointing the API server at `url`.
-async fn install_configuration(client: &Client, name: &str, ns: &str, url: &str) {
-    let mwc = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "pod-identity.tcred.dev",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "timeoutSeconds": 5,
-            "clientConfig": {"url": url},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
-                                                        "operator": "In", "values": [ns]}]},
-            "objectSelector": {"matchExpressions": [{"key": LABEL, "operator": "Exists"}]},
-        }],
-    });
-    apply(client, mwc).await;
 }
 
 /// A restricted pod running the Go SDK consumer as `service_account`, labelled for pod identity.
@@ -226,7 +204,7 @@ async fn an_opted_in_pod_gets_env_and_token_from_the_webhook_and_its_go_sdk_clie
         let (webhook_port, endpoint_port, agent_port) = (free_port(), free_port(), free_port());
         let configuration = format!("tcred-node-{ns}");
         let webhook_url = format!("https://{ip}:{webhook_port}/mutate-pods");
-        install_configuration(&client, &configuration, &ns, &webhook_url).await;
+        install_configuration_at(&client, &configuration, &ns, &webhook_url).await;
         let config = CertConfig {
             namespace: ns.clone(),
             ca_secret: CA_SECRET.into(),

@@ -49,6 +49,11 @@ pub async fn write_tls_files(client: &Client, ns: &str, dir: &std::path::Path) -
 /// A MutatingWebhookConfiguration like the chart's, but scoped to one namespace and pointing at
 /// `https://127.0.0.1:<port>/mutate-pods` (no caBundle yet: tcred's certificate code writes it).
 pub async fn install_configuration(client: &Client, name: &str, ns: &str, port: u16) {
+    install_configuration_at(client, name, ns, &format!("https://127.0.0.1:{port}/mutate-pods")).await;
+}
+
+/// As [`install_configuration`], pointing the API server at `url`.
+pub async fn install_configuration_at(client: &Client, name: &str, ns: &str, url: &str) {
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -60,7 +65,7 @@ pub async fn install_configuration(client: &Client, name: &str, ns: &str, port: 
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
             "timeoutSeconds": 5,
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate-pods")},
+            "clientConfig": {"url": url},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
             "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]},
             "objectSelector": {"matchExpressions": [{"key": "tcred.dev/pod-identity", "operator": "Exists"}]},

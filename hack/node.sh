@@ -26,6 +26,7 @@ NODE_NAME=tcred-node
 BRIDGE=tcred0
 POD_SUBNET=10.244.77.0/24
 NODE_IP=10.244.77.1
+BRIDGE_MAC=02:74:63:72:65:64
 SERVICE_IP=10.0.0.1
 CNI_NETWORK=tcred-pods
 CNI_BIN=/usr/lib/cni
@@ -205,6 +206,10 @@ network() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge || fail "cannot create bridge $BRIDGE"
   fi
+  # A fixed address: a bridge without one takes the lowest MAC among its ports, so it changes as
+  # pods come and go, and a pod's cached ARP entry for the node IP then points nowhere until it
+  # expires (up to a minute of lost packets to the agent). Locally administered, "tcred" in hex.
+  ip link set "$BRIDGE" address "$BRIDGE_MAC"
   ip addr replace "$NODE_IP/24" dev "$BRIDGE"
   ip addr replace "$SERVICE_IP/32" dev "$BRIDGE"
   ip link set "$BRIDGE" up

@@ -85,7 +85,7 @@ pub fn renewal_time(
         .unwrap_or(issued_at.min(expires_at));
     // Whole seconds: the time is written to annotations and status at that precision, and a
     // schedule read back from them must equal the one computed here.
-    let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
+    let at = whole_second(at);
     Renewal {
         at,
         clamped,
@@ -143,14 +143,26 @@ pub fn expiry_in_cluster_time(
     skew_seconds: Option<i64>,
 ) -> Timestamp {
     let Some(ahead) = skew_seconds.filter(|s| *s >= CLOCK_SKEW_TOLERANCE_SECONDS) else {
-        return expires_at;
+        return whole_second(expires_at);
     };
     match expires_at.checked_sub(SignedDuration::from_secs(ahead)) {
-        Ok(adjusted) if adjusted.as_second().saturating_sub(issued_at.as_second()) >= 60 => adjusted,
+        Ok(adjusted) if adjusted.as_second().saturating_sub(issued_at.as_second()) >= 60 => {
+            whole_second(adjusted)
+        }
         // Either implausible or out of range: the expiry as issued (a credential that short or
         // that old is then refused by `check_issued`).
-        _ => expires_at,
+        _ => whole_second(expires_at),
     }
+}
+
+/// `t` without its fraction of a second (never later than `t` after the epoch). Expiries are
+/// written to the Secret and status at this precision; a schedule computed from the precise time
+/// at the mint and recomputed from the written one after a restart would differ by a second, and
+/// that difference alone rewrote the status of about a third of the credentials on every restart.
+pub fn whole_second(t: Timestamp) -> Timestamp {
+    // `as_second` truncates toward zero; before the epoch that is later, so step back one.
+    let second = t.as_second() - i64::from(t.subsec_nanosecond() < 0);
+    Timestamp::from_second(second).unwrap_or(t)
 }
 
 /// Inputs to a retry decision after a failed mint.
@@ -397,6 +409,26 @@ mod tests {
             // 90% before expiry = 360 s after issue; the spread may take at most half of that.
             assert!((180..=360).contains(&r.at.as_second()), "{uid}: {}", r.at);
         }
+    }
+
+    #[test]
+    fn a_schedule_recomputed_from_the_written_expiry_matches_the_one_made_at_the_mint() {
+        // Huawei answers with fractions of a second; the Secret keeps whole seconds.
+        let issued = t(1_000);
+        let precise = t(1_000 + H)
+            .checked_add(SignedDuration::from_millis(734))
+            .unwrap();
+        let at_mint = expiry_in_cluster_time(issued, precise, None);
+        assert_eq!(at_mint, t(1_000 + H));
+        let policy = RenewPolicy::default();
+        for key in ["a", "b", "c", "uid-4", "uid-5", "uid-6", "uid-7"] {
+            assert_eq!(
+                renewal_time(issued, at_mint, policy, key),
+                renewal_time(issued, t(at_mint.as_second()), policy, key)
+            );
+        }
+        let skewed = expiry_in_cluster_time(issued, precise, Some(120));
+        assert_eq!(skewed, t(1_000 + H - 120));
     }
 
     #[test]
@@ -681,6 +713,7 @@ mod tests {
             ) {
                 let adjusted = expiry_in_cluster_time(issued, expires, skew);
                 prop_assert!(adjusted <= expires);
+                prop_assert!(adjusted.subsec_nanosecond() == 0 || adjusted == expires);
                 let _ = check_issued(issued, adjusted, Duration::from_secs(60));
             }
 

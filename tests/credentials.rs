@@ -280,6 +280,71 @@ async fn a_restarted_controller_mints_nothing_and_repairs_a_deleted_or_edited_se
     .await;
 }
 
+/// A restart of a controller that holds many valid credentials writes nothing to the API server
+/// for them: no Secret, no status, no Event (quiet when nothing is due).
+#[tokio::test]
+async fn a_restart_with_many_valid_credentials_writes_no_status() {
+    const N: usize = 40;
+    with_namespace("restart-quiet", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        let mut op = Operator::start("restart-quiet", &ns).await;
+        for i in 0..N {
+            apply(
+                &client,
+                agency_credential(&ns, &format!("c{i:02}"), "corp", json!({})),
+            )
+            .await;
+        }
+        let tcs = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        let before = wait_for(Duration::from_secs(60), "every credential issued", || async {
+            let list = tcs.list(&Default::default()).await.ok()?;
+            let issued = list.items.iter().filter(|tc| {
+                tc.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.reason == reasons::ISSUED)
+                })
+            });
+            (issued.count() == N).then_some(list.items)
+        })
+        .await;
+        // Let the writes that follow an issue (the Secret's own watch event) settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before: Vec<TemporaryCredential> = tcs.list(&Default::default()).await.expect("list").items;
+        let mints = sim.mints_total().await;
+
+        let status = op.stop().expect("stopped");
+        assert!(status.success(), "graceful exit, got {status:?}");
+        let op2 = Operator::start("restart-quiet", &ns).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(sim.mints_total().await, mints, "a restart must not mint");
+        let after = tcs.list(&Default::default()).await.expect("list").items;
+        let changed: Vec<String> = before
+            .iter()
+            .filter_map(|b| {
+                let a = after.iter().find(|a| a.name_any() == b.name_any())?;
+                (a.resource_version() != b.resource_version()).then(|| {
+                    format!(
+                        "{}: {} -> {}",
+                        b.name_any(),
+                        serde_json::to_string(&b.status).unwrap_or_default(),
+                        serde_json::to_string(&a.status).unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "a restart rewrote {} statuses:\n{}",
+            changed.len(),
+            changed.join("\n")
+        );
+        drop(op2);
+    })
+    .await;
+}
+
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)

@@ -168,6 +168,20 @@ fn counter(metrics: &str, name: &str) -> f64 {
 /// The API server's write requests so far (`apiserver_request_total`), by
 /// `resource[/subresource] VERB` (`+dry-run` for dry runs), from its /metrics.
 async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
+    apiserver_requests(client, &["POST", "PUT", "PATCH", "APPLY", "DELETE"]).await
+}
+
+/// Writes and single-object reads (`GET`) so far, keyed as in [`apiserver_writes`].
+async fn apiserver_writes_and_gets(client: &Client) -> BTreeMap<String, f64> {
+    apiserver_requests(client, &["POST", "PUT", "PATCH", "APPLY", "DELETE", "GET"]).await
+}
+
+fn is_write(key: &str) -> bool {
+    !key.ends_with(" GET")
+}
+
+/// The API server's requests of `verbs` so far, keyed as in [`apiserver_writes`].
+async fn apiserver_requests(client: &Client, verbs: &[&str]) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
     let text = client
         .request_text(req)
@@ -187,7 +201,7 @@ async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
                 .unwrap_or_default()
         };
         let verb = label("verb");
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+        if !verbs.contains(&verb.as_str()) {
             continue;
         }
         let resource = match label("subresource").as_str() {
@@ -535,9 +549,25 @@ async fn main() {
 
     let load_before_burst = load_average();
     let mints_before = sim.mints_total().await;
+    let requests_before = apiserver_writes_and_gets(&client).await;
     let (latencies, created_all, total) = burst(&client, &ns, n, &arrived).await;
     let credentials_per_second = n as f64 / total.as_secs_f64();
     let mints = sim.mints_total().await - mints_before;
+    // Every request of the burst, the benchmark's own creates included (they are part of what the
+    // API server must carry per credential), per credential; reads include other clients' GETs
+    // made meanwhile (the rig's controller manager).
+    let requests = delta(&apiserver_writes_and_gets(&client).await, &requests_before);
+    let per_credential: BTreeMap<String, f64> = requests
+        .iter()
+        .map(|(k, v)| (k.clone(), (v / n as f64 * 100.0).round() / 100.0))
+        .collect();
+    let writes_per_credential: f64 = requests
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        / n as f64;
+    println!("burst requests per credential: {per_credential:?}");
     let metrics = op.metrics().await;
     let rss_after_create = rss_kib(op.pid());
     println!("burst: {credentials_per_second:.0} credentials/s");
@@ -571,6 +601,10 @@ async fn main() {
             "allSecretsSeconds": total.as_secs_f64(),
             "credentialsPerSecond": credentials_per_second,
             "ratioToCeiling": credentials_per_second / (ceiling_secrets / 2.0),
+            "apiServerRequestsPerCredential": per_credential,
+            "writesPerCredential": writes_per_credential,
+            "ratioToCeilingAtMeasuredWrites":
+                credentials_per_second * writes_per_credential / ceiling_secrets,
             "simulatorMints": mints,
             "reconciles": counter(&metrics, "tcred_reconcile_total"),
             "staleCacheReads": counter(&metrics, "tcred_stale_cache_reads_total"),

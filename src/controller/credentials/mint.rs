@@ -9,7 +9,10 @@ use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec},
     core::v1::{Secret, ServiceAccount},
 };
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{
+    Api, ResourceExt,
+    api::{GetParams, PostParams},
+};
 
 use crate::{
     api::{
@@ -247,14 +250,27 @@ fn check_bound(source: &Source, secret: &Secret) -> Result<(), MintError> {
     source.check_bound(secret).map_err(MintError::refused)
 }
 
+/// A source's key Secret, read every mint. Served from the API server's watch cache
+/// (`resourceVersion=0`): the same key is read for every credential of the source, and a
+/// quorum read from etcd per mint was one of the costliest requests of a burst
+/// (docs/benchmarks.md). A Secret the cache does not hold yet (just created) is read again from
+/// etcd; a key edited a moment ago may be read as it was, which Huawei then refuses like any
+/// stale key, and the next attempt reads the new one.
+async fn source_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, kube::Error> {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    match api.get_with(name, &GetParams::any()).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => api.get(name).await,
+        other => other,
+    }
+}
+
 async fn read_access_key(
     ctx: &Context,
     source: &Source,
     namespace: &str,
     name: &str,
 ) -> Result<AccessKey, MintError> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get(name)
+    let secret = source_secret(ctx, namespace, name)
         .await
         .map_err(|e| MintError::kube(&format!("reading access key Secret {namespace}/{name}"), &e))?;
     check_bound(source, &secret)?;
@@ -280,8 +296,7 @@ async fn read_session(
     name: &str,
 ) -> Result<Session, MintError> {
     let login_hint = source.login_hint();
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get(name)
+    let secret = source_secret(ctx, namespace, name)
         .await
         .map_err(|e| {
             MintError::kube(

@@ -106,6 +106,29 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .ok()
 }
 
+/// Memory of a process from /proc: resident (RSS) split into anonymous (heap, stacks) and file
+/// pages (the binary), and the peak, in KiB.
+fn memory(pid: Option<u32>) -> Value {
+    let Some(status) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok()) else {
+        return Value::Null;
+    };
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    json!({
+        "rssKiB": field("VmRSS:"),
+        "anonKiB": field("RssAnon:"),
+        "fileKiB": field("RssFile:"),
+        "peakKiB": field("VmHWM:"),
+    })
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -466,11 +489,16 @@ async fn restart(op: Operator, ns: &str, n: usize, concurrency: u16, sim: &Simul
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kib(op.pid());
+    // Settled: what a quiet operator keeps after the resync's transient allocations.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let _ = op.metrics().await;
     let result = json!({
         "readySeconds": ready.as_secs_f64(),
         "allReconciledSeconds": resynced.as_secs_f64(),
         "mints": sim.mints_total().await - mints,
-        "operatorRssKiB": rss_kib(op.pid()),
+        "operatorRssKiB": rss,
+        "memorySettled": memory(op.pid()),
     });
     (op, result)
 }
@@ -536,6 +564,8 @@ async fn main() {
     let op = start_operator(&ns, concurrency).await;
     let (arrived, watch) = watch_arrivals(&client, &ns, "app.kubernetes.io/managed-by=tcred");
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = op.metrics().await;
+    let memory_idle = memory(op.pid());
 
     let single = single_creates(&client, &ns, &op, &arrived, singles.max(1)).await;
     let template = template_secret(&client, &ns, "s000").await;
@@ -570,6 +600,7 @@ async fn main() {
     println!("burst requests per credential: {per_credential:?}");
     let metrics = op.metrics().await;
     let rss_after_create = rss_kib(op.pid());
+    let memory_after_create = memory(op.pid());
     println!("burst: {credentials_per_second:.0} credentials/s");
     watch.abort();
 
@@ -609,7 +640,9 @@ async fn main() {
             "reconciles": counter(&metrics, "tcred_reconcile_total"),
             "staleCacheReads": counter(&metrics, "tcred_stale_cache_reads_total"),
             "operatorRssKiB": rss_after_create,
+            "memory": memory_after_create,
         },
+        "operatorMemoryIdle": memory_idle,
         "restart": restart,
         "rotation": rotation,
         "date": jiff::Timestamp::now().to_string(),

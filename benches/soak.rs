@@ -11,7 +11,10 @@
 //! "120,90"), `TCRED_SOAK_KILL_EVERY` (seconds between leader SIGKILLs, 90),
 //! `TCRED_SOAK_APISERVER_PAUSE` (seconds the API server stays stopped, 5), `TCRED_SOAK_SAMPLE`
 //! (seconds between Secret samples, 3), `TCRED_SOAK_CONCURRENCY` (operator `--concurrency`, 16),
-//! `TCRED_SOAK_RENEW_PERCENT` (the credentials' `renewBeforePercentage`, 50).
+//! `TCRED_SOAK_NAMESPACE_CONCURRENCY` (operator `--namespace-concurrency`, the same as
+//! `--concurrency`: the whole fleet is in one namespace, and the default share of 4 would measure
+//! the fairness limit — about 4 mints/s at the storm's one-second latency, below the fleet's 5–6.7
+//! rotations/s), `TCRED_SOAK_RENEW_PERCENT` (the credentials' `renewBeforePercentage`, 50).
 //!
 //! A sampler lists every Secret throughout: a Secret holding an expired credential is a failure;
 //! a few credentials per sample sign a GetCallerIdentity call the simulator must accept. At the
@@ -65,6 +68,7 @@ struct Knobs {
     apiserver_pause: u64,
     sample_every: Duration,
     concurrency: u16,
+    namespace_concurrency: u16,
     renew_percent: u8,
 }
 
@@ -88,6 +92,10 @@ impl Knobs {
             apiserver_pause: env_or("TCRED_SOAK_APISERVER_PAUSE", 5),
             sample_every: Duration::from_secs(env_or("TCRED_SOAK_SAMPLE", 3)),
             concurrency: env_or("TCRED_SOAK_CONCURRENCY", 16),
+            namespace_concurrency: env_or(
+                "TCRED_SOAK_NAMESPACE_CONCURRENCY",
+                env_or("TCRED_SOAK_CONCURRENCY", 16),
+            ),
             renew_percent: env_or("TCRED_SOAK_RENEW_PERCENT", 50u8).clamp(1, 90),
         }
     }
@@ -98,6 +106,7 @@ impl Knobs {
 struct Replicas {
     ns: String,
     concurrency: u16,
+    namespace_concurrency: u16,
     ops: Vec<(String, Operator)>,
     started: u32,
     kills: u32,
@@ -106,10 +115,11 @@ struct Replicas {
 }
 
 impl Replicas {
-    async fn start(ns: &str, concurrency: u16) -> Self {
+    async fn start(ns: &str, concurrency: u16, namespace_concurrency: u16) -> Self {
         let mut r = Self {
             ns: ns.to_owned(),
             concurrency,
+            namespace_concurrency,
             ops: vec![],
             started: 0,
             kills: 0,
@@ -132,6 +142,7 @@ impl Replicas {
             min_credential_lifetime: "30s",
             extra: vec![
                 format!("--concurrency={}", self.concurrency),
+                format!("--namespace-concurrency={}", self.namespace_concurrency),
                 format!("--lease-duration-seconds={LEASE_SECONDS}"),
                 "--lease-grace-seconds=2".into(),
             ],
@@ -618,7 +629,7 @@ async fn main() {
     let sim = Simulator::start(&default_sim_config()).await;
     sim.set_lifetime(Some(knobs.lifetimes[0])).await;
     access_key_source(&client, &ns, "corp", &sim).await;
-    let mut replicas = Replicas::start(&ns, knobs.concurrency).await;
+    let mut replicas = Replicas::start(&ns, knobs.concurrency, knobs.namespace_concurrency).await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "[soak] {} credentials, {:.0?} of chaos, namespace {ns}, load {}",
@@ -732,6 +743,8 @@ async fn main() {
         "chaosSeconds": knobs.chaos.as_secs(),
         "lifetimesSeconds": knobs.lifetimes,
         "renewBeforePercentage": knobs.renew_percent,
+        "operatorConcurrency": knobs.concurrency,
+        "namespaceConcurrency": knobs.namespace_concurrency,
         "setupSeconds": secs(setup),
         "expiredInSecretObservations": samples.expired.len(),
         "expiredExamples": samples.expired.iter().take(20).collect::<Vec<_>>(),

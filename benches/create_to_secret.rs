@@ -129,6 +129,21 @@ fn memory(pid: Option<u32>) -> Value {
     })
 }
 
+/// The operator's `tcred_heap_bytes` gauges (its allocator's statistics), by kind, in KiB.
+fn heap_kib(metrics: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for line in metrics.lines().filter(|l| l.starts_with("tcred_heap_bytes{")) {
+        let kind = line.split('"').nth(1).unwrap_or_default();
+        let bytes: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        out.insert(kind.to_owned(), json!((bytes / 1024.0).round()));
+    }
+    Value::Object(out)
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -492,13 +507,14 @@ async fn restart(op: Operator, ns: &str, n: usize, concurrency: u16, sim: &Simul
     let rss = rss_kib(op.pid());
     // Settled: what a quiet operator keeps after the resync's transient allocations.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let _ = op.metrics().await;
+    let heap_settled = heap_kib(&op.metrics().await);
     let result = json!({
         "readySeconds": ready.as_secs_f64(),
         "allReconciledSeconds": resynced.as_secs_f64(),
         "mints": sim.mints_total().await - mints,
         "operatorRssKiB": rss,
         "memorySettled": memory(op.pid()),
+        "heapSettledKiB": heap_settled,
     });
     (op, result)
 }
@@ -564,7 +580,7 @@ async fn main() {
     let op = start_operator(&ns, concurrency).await;
     let (arrived, watch) = watch_arrivals(&client, &ns, "app.kubernetes.io/managed-by=tcred");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = op.metrics().await;
+    let heap_idle = heap_kib(&op.metrics().await);
     let memory_idle = memory(op.pid());
 
     let single = single_creates(&client, &ns, &op, &arrived, singles.max(1)).await;
@@ -641,8 +657,10 @@ async fn main() {
             "staleCacheReads": counter(&metrics, "tcred_stale_cache_reads_total"),
             "operatorRssKiB": rss_after_create,
             "memory": memory_after_create,
+            "heapKiB": heap_kib(&metrics),
         },
         "operatorMemoryIdle": memory_idle,
+        "operatorHeapIdleKiB": heap_idle,
         "restart": restart,
         "rotation": rotation,
         "date": jiff::Timestamp::now().to_string(),

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cli;
 pub mod cloud;
 pub mod controller;
+pub mod heap;
 pub mod leader;
 pub mod metrics;
 pub mod podidentity;

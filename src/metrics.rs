@@ -59,6 +59,11 @@ struct HostLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeapLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -155,6 +160,7 @@ impl Metrics {
         ));
         let caches = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
+        registry.register_collector(Box::new(HeapCollector));
         Self {
             registry,
             mints,
@@ -354,6 +360,29 @@ impl Collector for CacheCollector {
         )?;
         for (host, skew) in caches.clocks.snapshot() {
             ConstGauge::new(skew).encode(m.encode_family(&HostLabels { host })?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `tcred_heap_bytes{kind}`: the allocator's view of the heap ([`crate::heap`]), read at scrape.
+#[derive(Debug)]
+struct HeapCollector;
+
+impl Collector for HeapCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(heap) = crate::heap::read() else {
+            return Ok(());
+        };
+        let mut m = encoder.encode_descriptor(
+            "heap",
+            "The heap as the allocator sees it: allocated (held by the program), active, resident, metadata (the allocator's own), retained (address space kept for reuse)",
+            Some(&Unit::Bytes),
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (kind, bytes) in heap.rows() {
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            ConstGauge::new(bytes).encode(m.encode_family(&HeapLabels { kind })?)?;
         }
         Ok(())
     }

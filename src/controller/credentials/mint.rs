@@ -250,7 +250,7 @@ fn check_bound(source: &Source, secret: &Secret) -> Result<(), MintError> {
     source.check_bound(secret).map_err(MintError::refused)
 }
 
-/// A source's key Secret, read every mint. Served from the API server's watch cache
+/// A source's access-key Secret, read every mint. Served from the API server's watch cache
 /// (`resourceVersion=0`): the same key is read for every credential of the source, and a
 /// quorum read from etcd per mint was one of the costliest requests of a burst
 /// (docs/benchmarks.md). A Secret the cache does not hold yet (just created) is read again from
@@ -296,7 +296,10 @@ async fn read_session(
     name: &str,
 ) -> Result<Session, MintError> {
     let login_hint = source.login_hint();
-    let secret = source_secret(ctx, namespace, name)
+    // A quorum read: tcred itself rewrites this Secret when it refreshes the session, and a
+    // token read from a cache a moment behind could already be replaced at the portal.
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get(name)
         .await
         .map_err(|e| {
             MintError::kube(

@@ -297,7 +297,7 @@ async fn a_restart_with_many_valid_credentials_writes_no_status() {
             .await;
         }
         let tcs = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        let before = wait_for(Duration::from_secs(60), "every credential issued", || async {
+        wait_for(Duration::from_secs(60), "every credential issued", || async {
             let list = tcs.list(&Default::default()).await.ok()?;
             let issued = list.items.iter().filter(|tc| {
                 tc.status.as_ref().is_some_and(|s| {
@@ -306,7 +306,7 @@ async fn a_restart_with_many_valid_credentials_writes_no_status() {
                         .any(|c| c.type_ == "Ready" && c.reason == reasons::ISSUED)
                 })
             });
-            (issued.count() == N).then_some(list.items)
+            (issued.count() == N).then_some(())
         })
         .await;
         // Let the writes that follow an issue (the Secret's own watch event) settle.

@@ -96,10 +96,18 @@ async fn start_operator(ns: &str, concurrency: u16) -> Operator {
 
 /// Resident memory of a process, from /proc.
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status_kib(&proc_status(pid)?, "VmRSS:")
+}
+
+fn proc_status(pid: Option<u32>) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()
+}
+
+/// A `Name:  1234 kB` field of /proc/<pid>/status, in KiB.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(name))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -109,23 +117,14 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
 /// Memory of a process from /proc: resident (RSS) split into anonymous (heap, stacks) and file
 /// pages (the binary), and the peak, in KiB.
 fn memory(pid: Option<u32>) -> Value {
-    let Some(status) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok()) else {
+    let Some(status) = proc_status(pid) else {
         return Value::Null;
     };
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     json!({
-        "rssKiB": field("VmRSS:"),
-        "anonKiB": field("RssAnon:"),
-        "fileKiB": field("RssFile:"),
-        "peakKiB": field("VmHWM:"),
+        "rssKiB": status_kib(&status, "VmRSS:"),
+        "anonKiB": status_kib(&status, "RssAnon:"),
+        "fileKiB": status_kib(&status, "RssFile:"),
+        "peakKiB": status_kib(&status, "VmHWM:"),
     })
 }
 
@@ -615,7 +614,6 @@ async fn main() {
         / n as f64;
     println!("burst requests per credential: {per_credential:?}");
     let metrics = op.metrics().await;
-    let rss_after_create = rss_kib(op.pid());
     let memory_after_create = memory(op.pid());
     println!("burst: {credentials_per_second:.0} credentials/s");
     watch.abort();
@@ -655,7 +653,7 @@ async fn main() {
             "simulatorMints": mints,
             "reconciles": counter(&metrics, "tcred_reconcile_total"),
             "staleCacheReads": counter(&metrics, "tcred_stale_cache_reads_total"),
-            "operatorRssKiB": rss_after_create,
+            "operatorRssKiB": memory_after_create["rssKiB"],
             "memory": memory_after_create,
             "heapKiB": heap_kib(&metrics),
         },

@@ -14,8 +14,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tcred::heap::purge_in_background();
     telemetry::init(cli.log_format, cli.default_log_filter());
+    if !tcred::heap::purge_in_background() {
+        tracing::warn!(
+            "the allocator's background purge could not be enabled; freed memory is returned only as tcred allocates"
+        );
+    }
     install_crypto_provider();
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -374,17 +374,16 @@ impl Collector for HeapCollector {
         let Some(heap) = crate::heap::read() else {
             return Ok(());
         };
-        let mut m = encoder.encode_descriptor(
-            "heap",
+        let rows = heap
+            .rows()
+            .map(|(kind, bytes)| (HeapLabels { kind }, bytes as f64))
+            .to_vec();
+        gauge(
+            &mut encoder,
+            "heap_bytes",
             "The heap as the allocator sees it: allocated (held by the program), active, resident, metadata (the allocator's own), retained (address space kept for reuse)",
-            Some(&Unit::Bytes),
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (kind, bytes) in heap.rows() {
-            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-            ConstGauge::new(bytes).encode(m.encode_family(&HeapLabels { kind })?)?;
-        }
-        Ok(())
+            rows,
+        )
     }
 }
 
@@ -564,6 +563,8 @@ mod tests {
             r#"tcred_rollout_restarts_total{namespace="team-a"} 1"#,
             "tcred_leader 0",
             r#"tcred_build_info{version=""#,
+            r#"tcred_heap_bytes{kind="allocated"} "#,
+            r#"tcred_heap_bytes{kind="retained"} "#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -49,7 +49,7 @@ use super::{
 };
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
-    schedule::{RenewPolicy, expiry_in_cluster_time, lifetime_shortened, renewal_time, until},
+    schedule::{RenewPolicy, expiry_in_cluster_time, lifetime_shortened, renewal_time, until, whole_second},
     source::Source,
     time::rfc3339,
 };
@@ -444,8 +444,7 @@ impl Reconciler<'_> {
     async fn call(&self, spec_hash: String, m: &Minting<'_>) -> Result<PendingWrite, MintError> {
         // Whole seconds: issue times are written to the Secret at that precision, and a schedule
         // recomputed from them after a restart must match this one exactly.
-        let started =
-            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+        let started = whole_second(Timestamp::now());
         // Resolved before the mint, so a refused SWR endpoint costs no credential.
         let registry = login::registry_of(self.ctx, self.tc, m.source, m.auth)?;
         let result = {

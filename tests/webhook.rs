@@ -51,8 +51,11 @@ async fn start(test: &str, client: &Client, ns: &str, configuration: &str) -> We
         },
     )
     .await;
+    // No pooled connections: a refused oversized body may leave the server closing a connection
+    // the client would otherwise reuse for the next request (seen once as IncompleteMessage).
     let https = reqwest::Client::builder()
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap())
+        .pool_max_idle_per_host(0)
         .build()
         .unwrap();
     let url = format!("https://127.0.0.1:{port}/mutate-pods");

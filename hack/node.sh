@@ -86,10 +86,28 @@ preflight() {
     fail "this rig's node supports cgroup v1 hosts only (cgroupfs driver); this host runs cgroup v2"
   fi
   if [[ -f $OWNER && $(cat "$OWNER") != "$STATE" ]] && [[ -d $(cat "$OWNER") ]]; then
-    fail "another worktree's node is up ($(cat "$OWNER")): run its hack/node.sh down first"
+    take_over "$(cat "$OWNER")"
   fi
   openssl x509 -in "$CLUSTER/pki/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$SERVICE_IP" ||
     fail "the API server certificate lacks IP:$SERVICE_IP: recreate the control plane (hack/cluster.sh down; rm -rf $CLUSTER/pki; hack/cluster.sh up)"
+}
+
+# take_over STATE-DIR: another worktree's node holds the machine. CI (CI=true) or a user who says so
+# (TCRED_NODE_TAKEOVER=1) stops it with that worktree's own `down`, which knows its control plane;
+# anyone else is told whose node it is.
+take_over() {
+  local other=$1 other_root
+  if [[ ${CI:-} != true && ${TCRED_NODE_TAKEOVER:-} != 1 ]]; then
+    fail "another worktree's node is up ($other): run its hack/node.sh down first, or set TCRED_NODE_TAKEOVER=1"
+  fi
+  other_root=$(cd "$other/../../.." 2>/dev/null && pwd) || other_root=
+  [[ -n $other_root && -x $other_root/hack/node.sh ]] ||
+    fail "another worktree's node is up ($other) and $other/../../../hack/node.sh is missing: stop it by hand (docs/rig.md)"
+  log "another worktree's node is up ($other): stopping it with $other_root/hack/node.sh down"
+  "$other_root/hack/node.sh" down >&2 || fail "stopping the node of $other_root failed"
+  [[ -f $OWNER && $(cat "$OWNER") != "$STATE" ]] && [[ -d $(cat "$OWNER") ]] &&
+    fail "another worktree's node ($other) still holds $OWNER after its down"
+  return 0
 }
 
 ensure_packages() {

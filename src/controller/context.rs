@@ -98,6 +98,32 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
+impl Stores {
+    /// Waits until each of these caches has its first full listing. Until then a source or a
+    /// namespace missing from a cache is not known to be missing: a reconcile that went ahead
+    /// would report a false SourceNotFound or a namespace outside the policy, on every restart.
+    pub async fn synced(&self) {
+        synced(&self.sources).await;
+        synced(&self.cluster_sources).await;
+        synced(&self.namespaces).await;
+    }
+}
+
+/// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
+/// latest of several concurrent waiters (the runtime and many reconciles wait on the same
+/// store), so re-poll it; a synced store answers at once.
+pub async fn synced<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let poll = Duration::from_millis(250);
+    while !matches!(
+        tokio::time::timeout(poll, store.wait_until_ready()).await,
+        Ok(Ok(()))
+    ) {}
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,

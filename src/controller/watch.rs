@@ -25,7 +25,7 @@ use tracing::info;
 
 use super::{
     apply,
-    context::{Config, Context, Stores},
+    context::{Config, Context, Stores, synced},
     credentials, entry,
     error::Error,
     guard, sources,
@@ -170,9 +170,7 @@ impl Watches {
         let s = self.stores.clone();
         tokio::spawn(async move {
             synced(&c).await;
-            synced(&s.sources).await;
-            synced(&s.cluster_sources).await;
-            synced(&s.namespaces).await;
+            s.synced().await;
             info!("caches synced");
             readiness.set_ready(true);
         });
@@ -427,20 +425,6 @@ fn secret_selector(c: &Config) -> String {
         }
         _ => labels::MANAGED_SELECTOR.to_owned(),
     }
-}
-
-/// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
-/// latest of several concurrent waiters (the runtime waits on the same store), so re-poll it.
-async fn synced<K>(store: &Store<K>)
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    let poll = std::time::Duration::from_millis(250);
-    while !matches!(
-        tokio::time::timeout(poll, store.wait_until_ready()).await,
-        Ok(Ok(()))
-    ) {}
 }
 
 /// The credentials whose own watch event calls for a reconcile: those [`spec_or_rotate_request`]

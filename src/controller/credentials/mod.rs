@@ -65,6 +65,11 @@ pub async fn reconcile(
     if ctx.excluded(&ns) {
         return Ok(Action::await_change());
     }
+    // The first reconciles after a start come from the credentials' own listing, which may be
+    // complete before the sources' and namespaces': judged against a half-filled cache, a valid
+    // object would be marked SourceNotFound and then Ready again — two false status writes and a
+    // false Warning per object on every restart.
+    ctx.stores.synced().await;
     let Some(_permit) = ctx.namespace_gate.try_enter(&ns) else {
         return Ok(Action::requeue(guard::busy_retry(&entry::object_key(
             obj.as_ref(),

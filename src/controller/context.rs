@@ -18,10 +18,8 @@ use kube::{
 };
 
 use super::{
-    authorize::Problem,
-    credentials::pending::PendingWrites,
-    guard::{ErrorBackoff, NamespaceGate},
-    own_writes::OwnSecretWrites,
+    authorize::Problem, credentials::pending::PendingWrites, guard::ErrorBackoff,
+    namespace_gate::NamespaceGate, own_writes::OwnSecretWrites,
 };
 use crate::{
     api::{ClusterCredentialSource, CredentialSource, SourceKind, TemporaryCredential, condition::reasons},

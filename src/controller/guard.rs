@@ -1,6 +1,7 @@
 //! What keeps one object from hurting the others: a reconcile that panics becomes an error of
-//! that object (never a process exit), one namespace holds at most a share of the reconcile
-//! slots, and reconcile errors back off per object instead of retrying every few seconds.
+//! that object (never a process exit), and reconcile errors back off per object instead of
+//! retrying every few seconds. One namespace's share of the reconcile slots is
+//! [`super::namespace_gate`]'s.
 
 use std::{
     any::Any,
@@ -29,67 +30,6 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     } else {
         "a panic without a message".to_owned()
     }
-}
-
-/// Limits the reconciles of one namespace running at once. A reconcile that finds its namespace
-/// at the limit does not wait for a permit (waiting would hold one of the runtime's slots, which
-/// is what a tenant with slow endpoints must not be able to take from the others): it is
-/// requeued a moment later.
-pub struct NamespaceGate {
-    limit: usize,
-    held: Mutex<HashMap<String, usize>>,
-}
-
-/// A running reconcile of a namespace; releases its place when dropped.
-pub struct NamespacePermit<'a> {
-    gate: &'a NamespaceGate,
-    namespace: String,
-}
-
-impl NamespaceGate {
-    pub fn new(limit: u16) -> Self {
-        Self {
-            limit: usize::from(limit.max(1)),
-            held: Mutex::default(),
-        }
-    }
-
-    /// A place for one reconcile in `namespace`, unless the namespace already has `limit`.
-    pub fn try_enter(&self, namespace: &str) -> Option<NamespacePermit<'_>> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = held.entry(namespace.to_owned()).or_default();
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(NamespacePermit {
-            gate: self,
-            namespace: namespace.to_owned(),
-        })
-    }
-
-    #[cfg(test)]
-    fn namespaces(&self) -> usize {
-        self.held.lock().map(|m| m.len()).unwrap_or_default()
-    }
-}
-
-impl Drop for NamespacePermit<'_> {
-    fn drop(&mut self) {
-        let mut held = self.gate.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&self.namespace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                held.remove(&self.namespace);
-            }
-        }
-    }
-}
-
-/// How long a reconcile that found its namespace busy waits before trying again: a second or two,
-/// spread per object so the waiting ones do not come back together.
-pub fn busy_retry(key: &str) -> Duration {
-    Duration::from_millis(1000 + spread(key, 0) % 1000)
 }
 
 /// Per-object backoff for reconcile errors (the API server failing or refusing a write): 5 s,
@@ -129,7 +69,8 @@ pub fn error_delay(key: &str, attempt: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
-fn spread(key: &str, salt: u32) -> u64 {
+/// A stable spread of `key` (with `salt`), for jitter that differs per object.
+pub fn spread(key: &str, salt: u32) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     salt.hash(&mut h);
@@ -167,19 +108,6 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_holds_at_most_its_limit_and_gets_places_back() {
-        let gate = NamespaceGate::new(2);
-        let a1 = gate.try_enter("a").expect("first");
-        let a2 = gate.try_enter("a").expect("second");
-        assert!(gate.try_enter("a").is_none(), "a third place in a busy namespace");
-        let b = gate.try_enter("b").expect("another namespace is not held back");
-        drop(a1);
-        let a3 = gate.try_enter("a").expect("a place came back");
-        drop((a2, a3, b));
-        assert_eq!(gate.namespaces(), 0, "no entries stay behind");
-    }
-
-    #[test]
     fn errors_back_off_and_a_success_resets() {
         let b = ErrorBackoff::default();
         let d1 = b.failed("ns/a");
@@ -202,12 +130,6 @@ mod tests {
             let d = error_delay(&key, attempt);
             prop_assert!(d >= FIRST_RETRY);
             prop_assert!(d <= LONGEST_RETRY + LONGEST_RETRY / 5);
-        }
-
-        #[test]
-        fn busy_retries_stay_within_two_seconds(key in ".{0,40}") {
-            let d = busy_retry(&key);
-            prop_assert!(d >= Duration::from_secs(1) && d < Duration::from_secs(2));
         }
     }
 }

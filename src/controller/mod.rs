@@ -11,6 +11,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod guard;
+pub mod namespace_gate;
 pub mod own_writes;
 pub mod restart;
 pub mod shard;

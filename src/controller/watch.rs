@@ -28,7 +28,8 @@ use super::{
     context::{Config, Context, Stores, synced},
     credentials, entry,
     error::Error,
-    guard, sources,
+    namespace_gate::NamespaceGate,
+    sources,
 };
 use crate::{
     api::{
@@ -266,7 +267,7 @@ fn context(
         stores: watches.stores.clone(),
         agency_urns: Default::default(),
         status_writes: Default::default(),
-        namespace_gate: guard::NamespaceGate::new(config.namespace_concurrency),
+        namespace_gate: NamespaceGate::new(config.namespace_concurrency),
         error_backoff: Default::default(),
         pending: Default::default(),
         own_secret_writes: Default::default(),
@@ -283,8 +284,16 @@ async fn credential_controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let store = w.credentials.clone();
+    // A place that frees up in a full namespace wakes its most urgent waiter at once.
+    let woken = match ctx.namespace_gate.take_wakes() {
+        Some(rx) => futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) })
+            .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
+            .boxed(),
+        None => futures::stream::empty().boxed(),
+    };
     Controller::for_stream(w.credential_events, w.credentials)
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
+        .reconcile_on(woken)
         .watches_stream(w.sources, {
             let store = store.clone();
             move |src: Guarded<CredentialSource>| users_of_source(&store, &src)

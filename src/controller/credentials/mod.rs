@@ -45,7 +45,7 @@ use super::{
     context::Context,
     entry,
     error::{Error, error_class},
-    guard, restart,
+    namespace_gate, restart,
 };
 use crate::{
     api::{TemporaryCredential, TemporaryCredentialStatus, annotations, condition::reasons, labels},
@@ -70,8 +70,8 @@ pub async fn reconcile(
     // object would be marked SourceNotFound and then Ready again — two false status writes and a
     // false Warning per object on every restart.
     ctx.stores.synced().await;
-    let Some(_permit) = ctx.namespace_gate.try_enter(&ns) else {
-        return Ok(Action::requeue(guard::busy_retry(&entry::object_key(
+    let Some(_permit) = ctx.namespace_gate.try_enter(&ns, &obj.name_any(), urgency(&obj)) else {
+        return Ok(Action::requeue(namespace_gate::busy_retry(&entry::object_key(
             obj.as_ref(),
         ))));
     };
@@ -80,6 +80,22 @@ pub async fn reconcile(
         report_panic(&ctx, tc).await;
     }
     result
+}
+
+/// When `obj` needs its reconcile: the renewal (or expiry, if earlier) its status names, else
+/// when it was created (a new object has no credential at all). Earlier is more urgent: a full
+/// namespace admits the most urgent waiter first ([`namespace_gate`]).
+fn urgency(obj: &DeserializeGuard<TemporaryCredential>) -> Timestamp {
+    let (status, created) = match &obj.0 {
+        Ok(tc) => (tc.status.as_ref(), tc.metadata.creation_timestamp.as_ref()),
+        Err(invalid) => (None, invalid.metadata.creation_timestamp.as_ref()),
+    };
+    let due = status.and_then(|s| {
+        let renewal = s.renewal_time.as_ref().map(|t| t.0);
+        let expiry = s.expires_at.as_ref().map(|t| t.0);
+        renewal.into_iter().chain(expiry).min()
+    });
+    due.or(created.map(|t| t.0)).unwrap_or_else(Timestamp::now)
 }
 
 async fn reconcile_object(

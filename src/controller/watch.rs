@@ -10,7 +10,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::ListParams,
+    api::{ListParams, ObjectMeta},
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
@@ -88,9 +88,8 @@ pub trait Readiness: Send + Sync + 'static {
 }
 
 /// The objects of `api` under `config`, cached in a new store, as a stream of watch events
-/// (the one reflector-plus-watcher of every cache). managedFields and kubectl's copy of the last
-/// applied manifest are never read here and are most of a cached object's size, so they are
-/// dropped before caching (docs/benchmarks.md, memory).
+/// (the one reflector-plus-watcher of every cache). Each object passes through [`Cached::compact`]
+/// first (docs/benchmarks.md, memory).
 fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -99,18 +98,46 @@ fn reflected<K>(
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Cached + Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(writer, watcher(api, config).modify(trim)).default_backoff();
+    let events = reflector::reflector(writer, watcher(api, config).modify(K::compact)).default_backoff();
     (store, events)
 }
 
-/// Drops what no reconcile reads from an object before it is cached.
-fn trim<K: Resource>(o: &mut K) {
-    o.managed_fields_mut().clear();
-    if let Some(a) = o.meta_mut().annotations.as_mut() {
+/// An object as it is kept in a cache: without what no reconcile reads, and without spare room.
+trait Cached: Resource {
+    /// managedFields and kubectl's copy of the last applied manifest are never read here and are
+    /// most of an object's size. The field is set to nothing, not emptied: an emptied list keeps
+    /// its allocation (about 0.8 KiB per TemporaryCredential with two field managers).
+    fn compact(&mut self) {
+        trim_metadata(self.meta_mut());
+    }
+}
+
+fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
+    }
+}
+
+impl Cached for Guarded<CredentialSource> {}
+impl Cached for Guarded<ClusterCredentialSource> {}
+impl Cached for PartialObjectMeta<Namespace> {}
+
+impl Cached for Guarded<TemporaryCredential> {
+    /// Besides the metadata: the status's lists are decoded with room for four entries (a list
+    /// of unknown length grows by doubling); one condition and one issued credential are the
+    /// usual content, so the room is given back (about 0.5 KiB per object).
+    fn compact(&mut self) {
+        trim_metadata(self.meta_mut());
+        if let Ok(tc) = self.0.as_mut()
+            && let Some(s) = tc.status.as_mut()
+        {
+            s.conditions.shrink_to_fit();
+            s.issued_credentials.shrink_to_fit();
+        }
     }
 }
 
@@ -445,16 +472,24 @@ fn wakes(
     + Send
     + 'static,
 ) -> impl Stream<Item = Result<Guarded<TemporaryCredential>, watcher::Error>> + Send + 'static {
-    let mut seen: HashMap<CredentialRef, u64> = HashMap::new();
+    // Keyed by a hash of (namespace, name) under a key chosen per process: 16 bytes an object
+    // instead of a full object reference (~0.3 KiB). Two objects whose hashes collide (chance
+    // about n²/2⁶⁵, and not steerable by anyone who names objects) would only lose a change's
+    // immediate wake; their scheduled reconciles still come.
+    let keys = std::hash::RandomState::new();
+    let key = move |tc: &Guarded<TemporaryCredential>| {
+        std::hash::BuildHasher::hash_one(&keys, (tc.namespace(), tc.name_any()))
+    };
+    let mut seen: HashMap<u64, u64> = HashMap::new();
     events.filter_map(move |event| {
         let woken = match event {
             Ok(watcher::Event::Apply(tc) | watcher::Event::InitApply(tc)) => {
                 let hash = spec_or_rotate_request(&tc);
-                let changed = hash.is_none_or(|h| seen.insert(ObjectRef::from(&tc), h) != Some(h));
+                let changed = hash.is_none_or(|h| seen.insert(key(&tc), h) != Some(h));
                 changed.then_some(Ok(tc))
             }
             Ok(watcher::Event::Delete(tc)) => {
-                seen.remove(&ObjectRef::from(&tc));
+                seen.remove(&key(&tc));
                 None
             }
             Ok(watcher::Event::Init) => {
@@ -576,5 +611,54 @@ mod tests {
             InitDone,
         ];
         assert_eq!(woken(events).await, vec![Some(1), Some(1), Some(2), Some(2)]);
+    }
+
+    #[tokio::test]
+    async fn objects_of_the_same_name_in_other_namespaces_are_told_apart() {
+        use watcher::Event::*;
+        let mut other = guarded(1, None);
+        other.meta_mut().namespace = Some("elsewhere".into());
+        let events = vec![Apply(guarded(1, None)), Apply(other), Apply(guarded(1, None))];
+        assert_eq!(woken(events).await, vec![Some(1), Some(1)]);
+    }
+
+    #[test]
+    fn a_cached_credential_keeps_no_managed_fields_no_last_applied_copy_and_no_spare_room() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut g = guarded(1, None);
+        let meta = g.meta_mut();
+        meta.managed_fields = Some(vec![ManagedFieldsEntry::default(); 2]);
+        meta.annotations = Some(
+            [
+                (LAST_APPLIED.to_owned(), "{}".to_owned()),
+                ("keep".to_owned(), "me".to_owned()),
+            ]
+            .into(),
+        );
+        let status = g.0.as_mut().expect("readable").status.get_or_insert_default();
+        status.conditions = Vec::with_capacity(8);
+        status
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Issued".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            });
+        status.issued_credentials = Vec::with_capacity(8);
+        g.compact();
+        assert_eq!(g.meta().managed_fields, None, "dropped, not emptied");
+        assert_eq!(
+            g.annotations().keys().collect::<Vec<_>>(),
+            vec!["keep"],
+            "only kubectl's copy goes"
+        );
+        let status = g.0.as_ref().expect("readable").status.as_ref().expect("status");
+        assert_eq!(status.conditions.capacity(), 1);
+        assert_eq!(status.issued_credentials.capacity(), 0);
     }
 }

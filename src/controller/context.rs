@@ -97,29 +97,32 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Waits until each of these caches has its first full listing. Until then a source or a
-    /// namespace missing from a cache is not known to be missing: a reconcile that went ahead
-    /// would report a false SourceNotFound or a namespace outside the policy, on every restart.
-    pub async fn synced(&self) {
-        synced(&self.sources).await;
-        synced(&self.cluster_sources).await;
-        synced(&self.namespaces).await;
+    /// Waits until each of these caches has its first full listing; false when one never will
+    /// (its watch ended: the process is stopping). Until then a source or a namespace missing
+    /// from a cache is not known to be missing: a reconcile that went ahead would report a
+    /// false SourceNotFound or a namespace outside the policy, on every restart.
+    pub async fn synced(&self) -> bool {
+        synced(&self.sources).await && synced(&self.cluster_sources).await && synced(&self.namespaces).await
     }
 }
 
-/// Waits until `store` has its first full listing. `Store::wait_until_ready` wakes only the
-/// latest of several concurrent waiters (the runtime and many reconciles wait on the same
-/// store), so re-poll it; a synced store answers at once.
-pub async fn synced<K>(store: &Store<K>)
+/// Waits until `store` has its first full listing: true then, false when it never will (the
+/// watch feeding it ended first). `Store::wait_until_ready` wakes only the latest of several
+/// concurrent waiters (the runtime and many reconciles wait on the same store), so it is polled
+/// again every 250 ms; a synced store answers at once.
+pub async fn synced<K>(store: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let poll = Duration::from_millis(250);
-    while !matches!(
-        tokio::time::timeout(poll, store.wait_until_ready()).await,
-        Ok(Ok(()))
-    ) {}
+    loop {
+        match tokio::time::timeout(poll, store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_writer_dropped)) => return false,
+            Err(_elapsed) => {}
+        }
+    }
 }
 
 /// Shared by every reconcile.
@@ -275,6 +278,30 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cache_is_synced_after_its_first_listing_and_never_if_its_watch_ends_first() {
+        use kube::runtime::{reflector, watcher::Event};
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), synced(&store))
+                .await
+                .is_err(),
+            "not synced before its listing"
+        );
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        assert!(synced(&store).await);
+
+        let (store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        drop(writer);
+        let ended = tokio::time::timeout(Duration::from_secs(5), synced(&store)).await;
+        assert_eq!(
+            ended.ok(),
+            Some(false),
+            "a reconcile waiting on it is let go, not spun"
+        );
+    }
 
     fn written(rv: &str) -> Written {
         Written {

@@ -197,8 +197,9 @@ impl Watches {
         let c = self.credentials.clone();
         let s = self.stores.clone();
         tokio::spawn(async move {
-            synced(&c).await;
-            s.synced().await;
+            if !(synced(&c).await && s.synced().await) {
+                return;
+            }
             info!("caches synced");
             readiness.set_ready(true);
         });

@@ -69,7 +69,9 @@ pub async fn reconcile(
     // complete before the sources' and namespaces': judged against a half-filled cache, a valid
     // object would be marked SourceNotFound and then Ready again — two false status writes and a
     // false Warning per object on every restart.
-    ctx.stores.synced().await;
+    if !ctx.stores.synced().await {
+        return Ok(Action::await_change());
+    }
     let Some(_permit) = ctx.namespace_gate.try_enter(&ns, &obj.name_any(), urgency(&obj)) else {
         return Ok(Action::requeue(namespace_gate::busy_retry(&entry::object_key(
             obj.as_ref(),

@@ -617,6 +617,12 @@ async fn main() {
     let memory_after_create = memory(op.pid());
     println!("burst: {credentials_per_second:.0} credentials/s");
     watch.abort();
+    // The steady state with every credential valid: the burst's transient allocations have had
+    // the allocator's decay time (10 s) and its background purge to go back.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let memory_steady = memory(op.pid());
+    let heap_steady = heap_kib(&op.metrics().await);
+    println!("steady after the burst: {memory_steady}");
 
     let (op, restart) = restart(op, &ns, n + singles, concurrency, &sim).await;
     println!("restart: {restart}");
@@ -656,6 +662,8 @@ async fn main() {
             "operatorRssKiB": memory_after_create["rssKiB"],
             "memory": memory_after_create,
             "heapKiB": heap_kib(&metrics),
+            "memorySteady": memory_steady,
+            "heapSteadyKiB": heap_steady,
         },
         "operatorMemoryIdle": memory_idle,
         "operatorHeapIdleKiB": heap_idle,

@@ -377,6 +377,67 @@ async fn a_restart_with_many_valid_credentials_writes_no_status() {
     .await;
 }
 
+/// A namespace at its limit of concurrent reconciles works off its waiting credentials most
+/// urgent first — new ones in the order they were created — and a freed place wakes the next
+/// waiter at once (docs/controller.md, `namespace_gate`). Before, waiters came back after 1–2 s
+/// in an order set by a hash of their names. The first one admitted is whichever reconcile the
+/// runtime starts first; every one after it must follow the order.
+#[tokio::test]
+async fn a_full_namespace_issues_its_waiting_credentials_in_order_of_urgency() {
+    const N: usize = 8;
+    with_namespace("gate-order", |client, ns| async move {
+        let sim = Simulator::start(&default_sim_config()).await;
+        // Every mint takes a while, so the others are waiting while one runs.
+        sim.set_faults(json!({"latencyMs": 300})).await;
+        access_key_source(&client, &ns, "corp", &sim).await;
+        for i in 0..N {
+            let spec = json!({"sessionName": format!("order-c{i}")});
+            apply(&client, agency_credential(&ns, &format!("c{i}"), "corp", spec)).await;
+        }
+        let _op = Operator::start_with(
+            "gate-order",
+            OperatorOptions {
+                namespace: Some(&ns),
+                extra: vec!["--namespace-concurrency=1".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        let tcs = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
+        wait_for(Duration::from_secs(90), "every credential issued", || async {
+            let list = tcs.list(&Default::default()).await.ok()?;
+            let issued = list.items.iter().filter(|tc| {
+                tc.status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.reason == reasons::ISSUED))
+            });
+            (issued.count() == N).then_some(())
+        })
+        .await;
+        let received: serde_json::Value = reqwest::get(format!("{}/control/received", sim.url))
+            .await
+            .expect("control call")
+            .json()
+            .await
+            .expect("JSON");
+        let order: Vec<String> = received["assumeRequests"]
+            .as_array()
+            .expect("assumeRequests")
+            .iter()
+            .filter_map(|r| r["sessionName"].as_str())
+            .filter(|s| s.starts_with("order-"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(order.len(), N, "one mint each: {order:?}");
+        let after_first = &order[1..];
+        assert!(
+            after_first.is_sorted(),
+            "the waiting credentials were issued out of order: {order:?}"
+        );
+    })
+    .await;
+}
+
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)

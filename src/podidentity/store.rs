@@ -103,19 +103,21 @@ impl Scope {
 
 impl CredentialStore {
     /// Starts both watches (they run until `client`'s process ends, retrying with backoff) and
-    /// returns the store at once; it answers `Unavailable` until both have listed.
+    /// returns the store at once; it answers `Unavailable` until both have listed. managedFields
+    /// are dropped before caching (set to nothing: an emptied list would keep its allocation).
     pub fn start(client: &Client, scope: &Scope) -> Self {
         let (credentials, cw) = reflector::store::<DeserializeGuard<TemporaryCredential>>();
         let cred_stream = reflector::reflector(
             cw,
             watcher(scope.api(client), scope.config())
-                .modify(|o: &mut DeserializeGuard<TemporaryCredential>| o.managed_fields_mut().clear()),
+                .modify(|o: &mut DeserializeGuard<TemporaryCredential>| o.meta_mut().managed_fields = None),
         );
         let (secrets, sw) = reflector::store::<Secret>();
         let secret_config = scope.config().labels(labels::MANAGED_SELECTOR);
         let secret_stream = reflector::reflector(
             sw,
-            watcher(scope.api(client), secret_config).modify(|s: &mut Secret| s.managed_fields_mut().clear()),
+            watcher(scope.api(client), secret_config)
+                .modify(|s: &mut Secret| s.meta_mut().managed_fields = None),
         );
         tokio::spawn(drive(cred_stream.default_backoff()));
         tokio::spawn(drive(secret_stream.default_backoff()));

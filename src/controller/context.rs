@@ -139,7 +139,7 @@ pub struct Context {
     /// the user's assignments every time.
     pub agency_urns: Mutex<HashMap<AgencyKey, (String, Instant)>>,
     /// The status writes the cache may not show yet (see [`StatusWrites`]).
-    pub status_writes: StatusWrites,
+    pub status_writes: Arc<StatusWrites>,
     /// Reconciles running per namespace (see [`NamespaceGate`]).
     pub namespace_gate: NamespaceGate,
     /// Consecutive reconcile errors per object.
@@ -159,8 +159,8 @@ pub struct Context {
 /// from that stale status would redo a rotation already made or write an old status back. Such a
 /// reconcile reads the object from the API server instead, as long as the cache has not caught
 /// up (not only once: two reconciles can follow one write before its watch event arrives). An
-/// entry goes once a reconcile finds the cache caught up, so at most one small entry per object
-/// lives here.
+/// entry goes when the watch delivers the written version, or when a reconcile finds the cache
+/// caught up: entries live about as long as a write takes to come back through the watch.
 #[derive(Default)]
 pub struct StatusWrites(Mutex<HashMap<(String, String), Written>>);
 
@@ -201,6 +201,21 @@ impl StatusWrites {
             m.remove(&key);
         }
         stale
+    }
+
+    /// The watch delivered `namespace/name` at `resource_version` (with `uid`): the record of a
+    /// status write ends when that is the written version or another object of the name, so
+    /// a credential that is not reconciled again for an hour does not keep its record that long.
+    pub fn delivered(&self, namespace: &str, name: &str, uid: Option<&str>, resource_version: Option<&str>) {
+        let Ok(mut m) = self.0.lock() else {
+            return;
+        };
+        let key = (namespace.to_owned(), name.to_owned());
+        if m.get(&key).is_some_and(|w| {
+            Some(w.uid.as_str()) != uid || Some(w.resource_version.as_str()) == resource_version
+        }) {
+            m.remove(&key);
+        }
     }
 
     /// The API server has `resource_version` of the object, which the cache also has: whatever
@@ -319,6 +334,22 @@ mod tests {
         assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
         assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("12")));
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_record_ends_when_the_watch_delivers_the_written_version_or_another_object() {
+        let w = StatusWrites::default();
+        w.record("ns", "a", written("12"));
+        w.record("ns", "b", written("20"));
+        w.delivered("ns", "a", Some("u1"), Some("11"));
+        assert_eq!(w.len(), 2, "an older version says nothing");
+        w.delivered("ns", "a", Some("u1"), Some("12"));
+        w.delivered("ns", "b", Some("u2"), Some("3"));
+        assert_eq!(
+            w.len(),
+            0,
+            "the written version, and a new object of the name, end them"
+        );
     }
 
     #[test]

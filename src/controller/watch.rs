@@ -25,7 +25,7 @@ use tracing::info;
 
 use super::{
     apply,
-    context::{Config, Context, Stores, synced},
+    context::{Config, Context, StatusWrites, Stores, synced},
     credentials, entry,
     error::Error,
     namespace_gate::NamespaceGate,
@@ -153,10 +153,13 @@ struct Watches {
     cluster_sources: Events<Guarded<ClusterCredentialSource>>,
     namespaces: Events<PartialObjectMeta<Namespace>>,
     secrets: Events<PartialObjectMeta<Secret>>,
+    /// Fed by the credentials' watch (each delivered version ends a record of a status write).
+    status_writes: Arc<StatusWrites>,
 }
 
 impl Watches {
     fn start(client: &Client, config: &Config) -> Self {
+        let status_writes = Arc::new(StatusWrites::default());
         let ns = config.namespace.as_deref();
         // Objects of namespaces left to a scoped installation are not even cached here.
         let watched = || excluding(watcher::Config::default(), &config.exclude_namespaces);
@@ -175,9 +178,24 @@ impl Watches {
         .touched_objects();
         // A credential is reconciled when its spec or its rotate annotation changes — not when
         // tcred writes its status — and otherwise by the triggers below and its own schedule.
-        let (credentials, credential_events) = reflected(scoped(client, ns), in_shard(watched(), config));
-        let credential_events = wakes(credential_events);
+        let (credentials, credential_events) = reflected(
+            scoped::<Guarded<TemporaryCredential>>(client, ns),
+            in_shard(watched(), config),
+        );
+        let delivered = status_writes.clone();
+        let credential_events = wakes(credential_events.inspect(move |event| {
+            if let Ok(watcher::Event::Apply(tc) | watcher::Event::InitApply(tc)) = event {
+                let meta = tc.meta();
+                delivered.delivered(
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default(),
+                    meta.uid.as_deref(),
+                    meta.resource_version.as_deref(),
+                );
+            }
+        }));
         Self {
+            status_writes,
             credentials,
             credential_events: credential_events.boxed(),
             stores: Stores {
@@ -294,7 +312,7 @@ fn context(
         metrics,
         stores: watches.stores.clone(),
         agency_urns: Default::default(),
-        status_writes: Default::default(),
+        status_writes: watches.status_writes.clone(),
         namespace_gate: NamespaceGate::new(config.namespace_concurrency),
         error_backoff: Default::default(),
         pending: Default::default(),

@@ -487,8 +487,16 @@ async fn burst(
 
 /// Restarts the operator: time until every credential was reconciled again, mints meanwhile
 /// (expected none), memory.
-async fn restart(op: Operator, ns: &str, n: usize, concurrency: u16, sim: &Simulator) -> (Operator, Value) {
+async fn restart(
+    client: &Client,
+    op: Operator,
+    ns: &str,
+    n: usize,
+    concurrency: u16,
+    sim: &Simulator,
+) -> (Operator, Value) {
     let mints = sim.mints_total().await;
+    let requests_before = apiserver_writes_and_gets(client).await;
     let mut op = op;
     op.stop();
     let restarted = Instant::now();
@@ -503,6 +511,12 @@ async fn restart(op: Operator, ns: &str, n: usize, concurrency: u16, sim: &Simul
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every write the API server took from the stop to the end of the resync (the rig's
+    // controller manager renews its own lease meanwhile: `leases PUT`).
+    let writes: BTreeMap<String, f64> = delta(&apiserver_writes_and_gets(client).await, &requests_before)
+        .into_iter()
+        .filter(|(k, _)| is_write(k))
+        .collect();
     let rss = rss_kib(op.pid());
     // Settled: what a quiet operator keeps after the resync's transient allocations.
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -511,6 +525,7 @@ async fn restart(op: Operator, ns: &str, n: usize, concurrency: u16, sim: &Simul
         "readySeconds": ready.as_secs_f64(),
         "allReconciledSeconds": resynced.as_secs_f64(),
         "mints": sim.mints_total().await - mints,
+        "apiServerWrites": writes,
         "operatorRssKiB": rss,
         "memorySettled": memory(op.pid()),
         "heapSettledKiB": heap_settled,
@@ -624,7 +639,7 @@ async fn main() {
     let heap_steady = heap_kib(&op.metrics().await);
     println!("steady after the burst: {memory_steady}");
 
-    let (op, restart) = restart(op, &ns, n + singles, concurrency, &sim).await;
+    let (op, restart) = restart(&client, op, &ns, n + singles, concurrency, &sim).await;
     println!("restart: {restart}");
     let rotation = if rotating > 0 {
         let r = rotation(&client, &ns, &sim, rotating, window).await;

@@ -10,7 +10,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, ObjectMeta},
+    api::ListParams,
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
@@ -88,8 +88,9 @@ pub trait Readiness: Send + Sync + 'static {
 }
 
 /// The objects of `api` under `config`, cached in a new store, as a stream of watch events
-/// (the one reflector-plus-watcher of every cache). Each object passes through [`Cached::compact`]
-/// first (docs/benchmarks.md, memory).
+/// (the one reflector-plus-watcher of every cache). managedFields and kubectl's copy of the last
+/// applied manifest are never read here and are most of an object's size, so they are dropped
+/// before caching (docs/benchmarks.md, memory).
 fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -98,46 +99,19 @@ fn reflected<K>(
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Cached + Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(writer, watcher(api, config).modify(K::compact)).default_backoff();
+    let events = reflector::reflector(writer, watcher(api, config).modify(trim)).default_backoff();
     (store, events)
 }
 
-/// An object as it is kept in a cache: without what no reconcile reads, and without spare room.
-trait Cached: Resource {
-    /// managedFields and kubectl's copy of the last applied manifest are never read here and are
-    /// most of an object's size. The field is set to nothing, not emptied: an emptied list keeps
-    /// its allocation (about 0.8 KiB per TemporaryCredential with two field managers).
-    fn compact(&mut self) {
-        trim_metadata(self.meta_mut());
-    }
-}
-
-fn trim_metadata(meta: &mut ObjectMeta) {
+/// Drops what no reconcile reads from an object before it is cached.
+fn trim<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
-    }
-}
-
-impl Cached for Guarded<CredentialSource> {}
-impl Cached for Guarded<ClusterCredentialSource> {}
-impl Cached for PartialObjectMeta<Namespace> {}
-
-impl Cached for Guarded<TemporaryCredential> {
-    /// Besides the metadata: the status's lists are decoded with room for four entries (a list
-    /// of unknown length grows by doubling); one condition and one issued credential are the
-    /// usual content, so the room is given back (about 0.5 KiB per object).
-    fn compact(&mut self) {
-        trim_metadata(self.meta_mut());
-        if let Ok(tc) = self.0.as_mut()
-            && let Some(s) = tc.status.as_mut()
-        {
-            s.conditions.shrink_to_fit();
-            s.issued_credentials.shrink_to_fit();
-        }
     }
 }
 
@@ -642,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_credential_keeps_no_managed_fields_no_last_applied_copy_and_no_spare_room() {
+    fn a_cached_object_keeps_no_managed_fields_and_no_last_applied_copy() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
         let mut g = guarded(1, None);
         let meta = g.meta_mut();
@@ -654,30 +628,12 @@ mod tests {
             ]
             .into(),
         );
-        let status = g.0.as_mut().expect("readable").status.get_or_insert_default();
-        status.conditions = Vec::with_capacity(8);
-        status
-            .conditions
-            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                reason: "Issued".into(),
-                message: String::new(),
-                observed_generation: None,
-                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    jiff::Timestamp::UNIX_EPOCH,
-                ),
-            });
-        status.issued_credentials = Vec::with_capacity(8);
-        g.compact();
-        assert_eq!(g.meta().managed_fields, None, "dropped, not emptied");
+        trim(&mut g);
+        assert_eq!(g.meta().managed_fields, None);
         assert_eq!(
             g.annotations().keys().collect::<Vec<_>>(),
             vec!["keep"],
             "only kubectl's copy goes"
         );
-        let status = g.0.as_ref().expect("readable").status.as_ref().expect("status");
-        assert_eq!(status.conditions.capacity(), 1);
-        assert_eq!(status.issued_credentials.capacity(), 0);
     }
 }

@@ -104,7 +104,7 @@ impl Scope {
 impl CredentialStore {
     /// Starts both watches (they run until `client`'s process ends, retrying with backoff) and
     /// returns the store at once; it answers `Unavailable` until both have listed. managedFields
-    /// are dropped before caching (set to nothing: an emptied list would keep its allocation).
+    /// are dropped before caching.
     pub fn start(client: &Client, scope: &Scope) -> Self {
         let (credentials, cw) = reflector::store::<DeserializeGuard<TemporaryCredential>>();
         let cred_stream = reflector::reflector(

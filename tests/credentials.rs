@@ -387,8 +387,9 @@ async fn a_full_namespace_issues_its_waiting_credentials_in_order_of_urgency() {
     const N: usize = 8;
     with_namespace("gate-order", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;
-        // Every mint takes a while, so the others are waiting while one runs.
-        sim.set_faults(json!({"latencyMs": 300})).await;
+        // Every mint takes a second, so the others are all waiting while one runs: at the start
+        // every reconcile reaches the gate within a quarter second of the caches' first listing.
+        sim.set_faults(json!({"latencyMs": 1000})).await;
         access_key_source(&client, &ns, "corp", &sim).await;
         for i in 0..N {
             let spec = json!({"sessionName": format!("order-c{i}")});

@@ -300,18 +300,7 @@ async fn a_restart_with_many_valid_credentials_writes_no_status() {
             .await;
         }
         let tcs = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        wait_for(Duration::from_secs(60), "every credential issued", || async {
-            let list = tcs.list(&Default::default()).await.ok()?;
-            let issued = list.items.iter().filter(|tc| {
-                tc.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.reason == reasons::ISSUED)
-                })
-            });
-            (issued.count() == N).then_some(())
-        })
-        .await;
+        wait_all_issued(&tcs, N, Duration::from_secs(60)).await;
         // Let the writes that follow an issue (the Secret's own watch event) settle.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before: Vec<TemporaryCredential> = tcs.list(&Default::default()).await.expect("list").items;
@@ -405,23 +394,8 @@ async fn a_full_namespace_issues_its_waiting_credentials_in_order_of_urgency() {
         )
         .await;
         let tcs = Api::<TemporaryCredential>::namespaced(client.clone(), &ns);
-        wait_for(Duration::from_secs(90), "every credential issued", || async {
-            let list = tcs.list(&Default::default()).await.ok()?;
-            let issued = list.items.iter().filter(|tc| {
-                tc.status
-                    .as_ref()
-                    .is_some_and(|s| s.conditions.iter().any(|c| c.reason == reasons::ISSUED))
-            });
-            (issued.count() == N).then_some(())
-        })
-        .await;
-        let received: serde_json::Value = reqwest::get(format!("{}/control/received", sim.url))
-            .await
-            .expect("control call")
-            .json()
-            .await
-            .expect("JSON");
-        let order: Vec<String> = received["assumeRequests"]
+        wait_all_issued(&tcs, N, Duration::from_secs(90)).await;
+        let order: Vec<String> = sim.received().await["assumeRequests"]
             .as_array()
             .expect("assumeRequests")
             .iter()
@@ -435,6 +409,20 @@ async fn a_full_namespace_issues_its_waiting_credentials_in_order_of_urgency() {
             after_first.is_sorted(),
             "the waiting credentials were issued out of order: {order:?}"
         );
+    })
+    .await;
+}
+
+/// Waits until all `n` TemporaryCredentials of `tcs` are Ready with reason Issued.
+async fn wait_all_issued(tcs: &Api<TemporaryCredential>, n: usize, timeout: Duration) {
+    wait_for(timeout, "every credential issued", || async {
+        let list = tcs.list(&Default::default()).await.ok()?;
+        let issued = list
+            .items
+            .iter()
+            .filter(|tc| ready_of(tc).is_some_and(|(_, reason)| reason == reasons::ISSUED))
+            .count();
+        (issued == n).then_some(())
     })
     .await;
 }

@@ -203,19 +203,11 @@ impl StatusWrites {
         stale
     }
 
-    /// The watch delivered `namespace/name` at `resource_version` (with `uid`): the record of a
-    /// status write ends when that is the written version or another object of the name, so
-    /// a credential that is not reconciled again for an hour does not keep its record that long.
+    /// The watch delivered `namespace/name` at `resource_version` (with `uid`): the same test as
+    /// [`Self::cache_may_be_stale`], made as the cache takes the object in, so a credential that
+    /// is not reconciled again for an hour does not keep its record that long.
     pub fn delivered(&self, namespace: &str, name: &str, uid: Option<&str>, resource_version: Option<&str>) {
-        let Ok(mut m) = self.0.lock() else {
-            return;
-        };
-        let key = (namespace.to_owned(), name.to_owned());
-        if m.get(&key).is_some_and(|w| {
-            Some(w.uid.as_str()) != uid || Some(w.resource_version.as_str()) == resource_version
-        }) {
-            m.remove(&key);
-        }
+        self.cache_may_be_stale(namespace, name, uid, resource_version);
     }
 
     /// The API server has `resource_version` of the object, which the cache also has: whatever

@@ -85,11 +85,12 @@ impl Namespace {
     }
 
     /// Walks the waiters most urgent first, forgetting the ones that stopped coming back, until
-    /// `stop` says so; returns how many live waiters it passed.
+    /// `stop` (given each live waiter and how many were passed before it) says so; returns how
+    /// many live waiters it passed.
     fn walk(
         &mut self,
         now: Instant,
-        mut stop: impl FnMut(&(Timestamp, String), &mut Waiter) -> bool,
+        mut stop: impl FnMut(&(Timestamp, String), &mut Waiter, usize) -> bool,
     ) -> usize {
         let mut gone = Vec::new();
         let mut passed = 0;
@@ -101,7 +102,7 @@ impl Namespace {
                 gone.push(key.1.clone());
                 continue;
             }
-            if stop(key, w) {
+            if stop(key, w, passed) {
                 break;
             }
             passed += 1;
@@ -156,18 +157,11 @@ impl NamespaceGate {
         let mut all = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         let ns = all.entry(namespace.to_owned()).or_default();
         let free = self.limit.saturating_sub(ns.running);
-        let me = (urgency, name.to_owned());
-        let ahead = if free == 0 {
-            0
-        } else {
-            let mut passed = 0;
-            ns.walk(now, |key, _| {
-                let stop = key.1 == name || *key > me || passed >= free;
-                passed += usize::from(!stop);
-                stop
-            })
-        };
-        if free == 0 || ahead >= free {
+        // The live waiters more urgent than this one, counted up to the free places.
+        let ahead = ns.walk(now, |(u, n), _, passed| {
+            passed >= free || n == name || (*u, n.as_str()) > (urgency, name)
+        });
+        if ahead >= free {
             ns.wait(name, urgency, now);
             return None;
         }
@@ -188,7 +182,7 @@ impl NamespaceGate {
         ns.running = ns.running.saturating_sub(1);
         // Wake the most urgent waiter not already on its way.
         let mut next = None;
-        ns.walk(now, |key, w| {
+        ns.walk(now, |key, w, _| {
             if w.woken
                 .is_some_and(|at| now.saturating_duration_since(at) < WAKE_GRACE)
             {

@@ -3,7 +3,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -94,15 +97,40 @@ pub struct Stores {
     pub sources: Store<DeserializeGuard<CredentialSource>>,
     pub cluster_sources: Store<DeserializeGuard<ClusterCredentialSource>>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// All three have had their first full listing (a cache never "unlists").
+    listed: Arc<AtomicBool>,
 }
 
 impl Stores {
+    pub fn new(
+        sources: Store<DeserializeGuard<CredentialSource>>,
+        cluster_sources: Store<DeserializeGuard<ClusterCredentialSource>>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+    ) -> Self {
+        Self {
+            sources,
+            cluster_sources,
+            namespaces,
+            listed: Arc::default(),
+        }
+    }
+
     /// Waits until each of these caches has its first full listing; false when one never will
     /// (its watch ended: the process is stopping). Until then a source or a namespace missing
     /// from a cache is not known to be missing: a reconcile that went ahead would report a
-    /// false SourceNotFound or a namespace outside the policy, on every restart.
+    /// false SourceNotFound or a namespace outside the policy, on every restart. Every reconcile
+    /// asks, so once the answer is yes it is remembered and given without waiting on anything.
     pub async fn synced(&self) -> bool {
-        synced(&self.sources).await && synced(&self.cluster_sources).await && synced(&self.namespaces).await
+        if self.listed.load(Ordering::Acquire) {
+            return true;
+        }
+        let listed = synced(&self.sources).await
+            && synced(&self.cluster_sources).await
+            && synced(&self.namespaces).await;
+        if listed {
+            self.listed.store(true, Ordering::Release);
+        }
+        listed
     }
 }
 
@@ -326,6 +354,26 @@ mod tests {
         assert!(w.cache_may_be_stale("ns", "a", Some("u1"), Some("11")));
         assert!(!w.cache_may_be_stale("ns", "a", Some("u1"), Some("12")));
         assert_eq!(w.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_shared_caches_are_synced_once_all_three_have_listed() {
+        use kube::runtime::{reflector, watcher::Event};
+        let (sources, mut s) = reflector::store();
+        let (cluster_sources, mut c) = reflector::store();
+        let (namespaces, mut n) = reflector::store();
+        let stores = Stores::new(sources, cluster_sources, namespaces);
+        s.apply_watcher_event(&Event::InitDone);
+        c.apply_watcher_event(&Event::InitDone);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), stores.synced())
+                .await
+                .is_err(),
+            "the namespaces have not listed yet"
+        );
+        n.apply_watcher_event(&Event::InitDone);
+        assert!(stores.synced().await);
+        assert!(stores.clone().synced().await, "clones share the answer");
     }
 
     #[test]

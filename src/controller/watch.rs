@@ -172,11 +172,7 @@ impl Watches {
             status_writes,
             credentials,
             credential_events: credential_events.boxed(),
-            stores: Stores {
-                sources,
-                cluster_sources,
-                namespaces,
-            },
+            stores: Stores::new(sources, cluster_sources, namespaces),
             sources: source_events.touched_objects().boxed(),
             cluster_sources: cluster_events.touched_objects().boxed(),
             namespaces: ns_events.touched_objects().boxed(),

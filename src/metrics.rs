@@ -368,15 +368,12 @@ impl Collector for HeapCollector {
         let Some(heap) = crate::heap::read() else {
             return Ok(());
         };
-        let rows = heap
-            .rows()
-            .map(|(kind, bytes)| (HeapLabels { kind }, bytes as f64))
-            .to_vec();
         gauge(
             &mut encoder,
             "heap_bytes",
             "The heap as the allocator sees it: allocated (held by the program), active, resident, metadata (the allocator's own), retained (address space kept for reuse)",
-            rows,
+            heap.rows()
+                .map(|(kind, bytes)| (HeapLabels { kind }, bytes as f64)),
         )
     }
 }

@@ -22,5 +22,5 @@ pub use self::{
     context::{Config, Context, Stores},
     credentials::{mint, pending, plan, secret, status},
     error::{Error, kube_message},
-    watch::{Readiness, check_crds, run},
+    watch::{Readiness, check_crds, run, trim_cached},
 };

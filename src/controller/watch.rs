@@ -102,12 +102,13 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let events = reflector::reflector(writer, watcher(api, config).modify(trim)).default_backoff();
+    let events = reflector::reflector(writer, watcher(api, config).modify(trim_cached)).default_backoff();
     (store, events)
 }
 
-/// Drops what no reconcile reads from an object before it is cached.
-fn trim<K: Resource>(o: &mut K) {
+/// Drops what no reader of a cache uses from an object before it is cached (the controllers'
+/// caches here, the credentials endpoint's in `podidentity::store`).
+pub fn trim_cached<K: Resource>(o: &mut K) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
@@ -624,7 +625,7 @@ mod tests {
             ]
             .into(),
         );
-        trim(&mut g);
+        trim_cached(&mut g);
         assert_eq!(g.meta().managed_fields, None);
         assert_eq!(
             g.annotations().keys().collect::<Vec<_>>(),

@@ -103,21 +103,20 @@ impl Scope {
 
 impl CredentialStore {
     /// Starts both watches (they run until `client`'s process ends, retrying with backoff) and
-    /// returns the store at once; it answers `Unavailable` until both have listed. managedFields
-    /// are dropped before caching.
+    /// returns the store at once; it answers `Unavailable` until both have listed. Objects are
+    /// trimmed before caching as the controllers' are ([`crate::controller::trim_cached`]).
     pub fn start(client: &Client, scope: &Scope) -> Self {
         let (credentials, cw) = reflector::store::<DeserializeGuard<TemporaryCredential>>();
         let cred_stream = reflector::reflector(
             cw,
             watcher(scope.api(client), scope.config())
-                .modify(|o: &mut DeserializeGuard<TemporaryCredential>| o.meta_mut().managed_fields = None),
+                .modify(crate::controller::trim_cached::<DeserializeGuard<TemporaryCredential>>),
         );
         let (secrets, sw) = reflector::store::<Secret>();
         let secret_config = scope.config().labels(labels::MANAGED_SELECTOR);
         let secret_stream = reflector::reflector(
             sw,
-            watcher(scope.api(client), secret_config)
-                .modify(|s: &mut Secret| s.meta_mut().managed_fields = None),
+            watcher(scope.api(client), secret_config).modify(crate::controller::trim_cached::<Secret>),
         );
         tokio::spawn(drive(cred_stream.default_backoff()));
         tokio::spawn(drive(secret_stream.default_backoff()));

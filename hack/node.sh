@@ -85,11 +85,20 @@ preflight() {
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
     fail "this rig's node supports cgroup v1 hosts only (cgroupfs driver); this host runs cgroup v2"
   fi
-  if [[ -f $OWNER && $(cat "$OWNER") != "$STATE" ]] && [[ -d $(cat "$OWNER") ]]; then
-    take_over "$(cat "$OWNER")"
+  local other
+  if other=$(other_owner); then
+    take_over "$other"
   fi
   openssl x509 -in "$CLUSTER/pki/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$SERVICE_IP" ||
     fail "the API server certificate lacks IP:$SERVICE_IP: recreate the control plane (hack/cluster.sh down; rm -rf $CLUSTER/pki; hack/cluster.sh up)"
+}
+
+# other_owner: prints the state directory of another worktree whose node holds the machine, if any.
+other_owner() {
+  [[ -f $OWNER ]] || return 1
+  local o
+  o=$(cat "$OWNER")
+  [[ $o != "$STATE" && -d $o ]] && printf '%s' "$o"
 }
 
 # take_over STATE-DIR: another worktree's node holds the machine. CI (CI=true) or a user who says so
@@ -105,9 +114,9 @@ take_over() {
     fail "another worktree's node is up ($other) and $other/../../../hack/node.sh is missing: stop it by hand (docs/rig.md)"
   log "another worktree's node is up ($other): stopping it with $other_root/hack/node.sh down"
   "$other_root/hack/node.sh" down >&2 || fail "stopping the node of $other_root failed"
-  [[ -f $OWNER && $(cat "$OWNER") != "$STATE" ]] && [[ -d $(cat "$OWNER") ]] &&
+  if other_owner >/dev/null; then
     fail "another worktree's node ($other) still holds $OWNER after its down"
-  return 0
+  fi
 }
 
 ensure_packages() {

@@ -518,7 +518,16 @@ async fn a_restart_lost_to_a_crash_before_the_status_write_is_made_on_the_next_s
             restart_stamp(&client, &ns, "web").await
         })
         .await;
-        let s = get_tc(&client, &ns, "billing").await.status.unwrap();
+        // The restart is made before the status records it: wait for the status write.
+        let s = wait_for(
+            Duration::from_secs(30),
+            "the status after the owed restart",
+            || async {
+                let s = get_tc(&client, &ns, "billing").await.status?;
+                (s.restarted_rotation != Some(1)).then_some(s)
+            },
+        )
+        .await;
         assert_eq!(s.rotations, 2, "the lost rotation is counted from the Secret");
         assert_eq!(s.restarted_rotation, Some(2));
         assert_eq!(sim.mints_total().await, mints, "nothing is minted again");

@@ -97,10 +97,7 @@ async fn creating_a_credential_writes_the_simulator_issued_credential_into_the_s
             who.principal_urn
         );
         assert_eq!(sim.mints(&agency_urn(AGENCY)).await, 1);
-        assert!(has_event(
-            &events_for(&client, &ns, "billing").await,
-            reasons::ISSUED
-        ));
+        wait_event(&client, &ns, "billing", reasons::ISSUED).await;
     })
     .await;
 }
@@ -156,10 +153,7 @@ async fn rotates_before_each_expiry_when_huawei_issues_shorter_lifetimes_than_as
             },
         )
         .await;
-        assert!(has_event(
-            &events_for(&client, &ns, "billing").await,
-            reasons::ROTATED
-        ));
+        wait_event(&client, &ns, "billing", reasons::ROTATED).await;
     })
     .await;
 }
@@ -483,7 +477,7 @@ async fn keeps_the_last_good_secret_while_huawei_fails_and_walks_renewal_failing
             secret_text(&good, "HUAWEICLOUD_SDK_AK")
         );
 
-        let events = events_for(&client, &ns, "billing").await;
+        let events = wait_event(&client, &ns, "billing", reasons::ROTATED).await;
         for reason in [
             reasons::ISSUED,
             reasons::RENEWAL_FAILING,
@@ -622,7 +616,7 @@ async fn one_misconfigured_credential_is_reported_and_the_others_keep_being_serv
         assert!(msg.contains("set agencyUrn, not permissionSet"), "{msg}");
         wait_ready_reason(&client, &ns, "missing-source", reasons::SOURCE_NOT_FOUND, Duration::from_secs(30)).await;
         assert!(get_secret(&client, &ns, "wrong-mode").await.is_none());
-        assert!(has_event(&events_for(&client, &ns, "wrong-mode").await, reasons::INVALID_SPEC));
+        wait_event(&client, &ns, "wrong-mode", reasons::INVALID_SPEC).await;
         assert_eq!(sim.mints_total().await, 1, "only the good credential mints");
 
         // Fixing the source reference makes the other one work without a restart.

@@ -553,13 +553,17 @@ async fn a_session_secret_made_by_hand_with_only_region_and_access_token_mints()
         wait_ready_reason(&client, &ns, "portal", reasons::ISSUED, Duration::from_secs(30)).await;
         let s = get_secret(&client, &ns, "portal").await.expect("Secret");
         assert_eq!(secret_text(&s, "HUAWEICLOUD_SDK_DOMAIN_ID"), ACCOUNT);
-        let src = Api::<tcred::api::CredentialSource>::namespaced(client.clone(), &ns)
-            .get("corp")
-            .await
-            .expect("source");
-        let conditions = src.status.expect("source status").conditions;
-        let ready = tcred::api::condition::find(&conditions, "Ready").expect("Ready");
-        assert_eq!(ready.status, "True", "{}", ready.message);
+        // The source's status is written by its own controller, not ordered with the mint.
+        let conditions = wait_for(Duration::from_secs(30), "the source's Ready", || async {
+            let src = Api::<tcred::api::CredentialSource>::namespaced(client.clone(), &ns)
+                .get("corp")
+                .await
+                .expect("source");
+            let conditions = src.status?.conditions;
+            let ready = tcred::api::condition::find(&conditions, "Ready")?;
+            (ready.status == "True").then_some(conditions)
+        })
+        .await;
         // No refresh token, so no refresh is due: no condition names the keys a refresh would need.
         assert!(
             conditions.iter().all(|c| !c.message.contains("clientId")),

@@ -999,13 +999,17 @@ async fn a_source_naming_another_sources_secret_gets_secret_not_bound_and_sends_
         );
     }
     for source in ["ic-thief", "ak-thief"] {
-        let src = Api::<tcred::api::CredentialSource>::namespaced(a.admin.clone(), &a.attacker)
-            .get(source)
-            .await
-            .expect("source");
-        let v = serde_json::to_value(&src).expect("json");
-        let (_, reason, _) = ready_condition(&v).unwrap_or_default();
-        assert_eq!(reason, reasons::SECRET_NOT_BOUND, "{source}");
+        // The source controller writes the source's status on its own: wait for it.
+        let v = wait_for(Duration::from_secs(30), "the source's SecretNotBound", || async {
+            let src = Api::<tcred::api::CredentialSource>::namespaced(a.admin.clone(), &a.attacker)
+                .get(source)
+                .await
+                .expect("source");
+            let v = serde_json::to_value(&src).expect("json");
+            let (_, reason, _) = ready_condition(&v).unwrap_or_default();
+            (reason == reasons::SECRET_NOT_BOUND).then_some(v)
+        })
+        .await;
         assert!(
             v["status"]["accessKeyId"].is_null(),
             "{source}: nothing read from the Secret"

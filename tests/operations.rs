@@ -143,7 +143,12 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
         let status = tc.status.unwrap();
         let labels = format!("{{namespace=\"{ns}\",name=\"billing\"}}");
 
-        let m = op.metrics().await;
+        // The gauges are read from the operator's cache, which may not hold the status yet.
+        let m = wait_for(Duration::from_secs(30), "the credential's gauges", || async {
+            let m = op.metrics().await;
+            (sample(&m, &format!("tcred_credential_ready{labels}")) == Some(1.0)).then_some(m)
+        })
+        .await;
         let expiry = sample(
             &m,
             &format!("tcred_credential_expiration_timestamp_seconds{labels}"),
@@ -183,7 +188,11 @@ async fn metrics_after_a_mint_match_the_status_and_vanish_with_the_credential() 
             Duration::from_secs(30),
         )
         .await;
-        let m = op.metrics().await;
+        let m = wait_for(Duration::from_secs(30), "the ready gauge at 0", || async {
+            let m = op.metrics().await;
+            (sample(&m, &format!("tcred_credential_ready{labels}")) == Some(0.0)).then_some(m)
+        })
+        .await;
         assert!(
             sample(
                 &m,

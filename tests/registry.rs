@@ -254,10 +254,7 @@ async fn mode_switches_absurd_validities_and_secrets_of_another_type_are_refused
             message.contains("type Opaque") && message.contains(PULL_TYPE),
             "{message}"
         );
-        assert!(has_event(
-            &events_for(&client, &ns, "left-over").await,
-            reasons::SECRET_CONFLICT
-        ));
+        wait_event(&client, &ns, "left-over", reasons::SECRET_CONFLICT).await;
         let kept = get_secret(&client, &ns, "left-over").await.expect("Secret");
         assert_eq!(kept.type_.as_deref(), Some("Opaque"));
         assert_eq!(secret_text(&kept, "HUAWEICLOUD_SDK_AK"), "OLD");
@@ -323,10 +320,7 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
             message.contains("CreateSecret") && message.contains("server"),
             "{message}"
         );
-        assert!(has_event(
-            &events_for(&admin, &tenant, &name).await,
-            reasons::MINT_FAILED
-        ));
+        wait_event(&admin, &tenant, &name, reasons::MINT_FAILED).await;
         assert!(get_secret(&admin, &tenant, &name).await.is_none());
     }
     // No mint loop: backoff spaces the attempts out (transient: 5 s, doubling).

@@ -12,14 +12,16 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
 use kube::{
     Api,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     core::{ApiResource, DynamicObject},
 };
 use serde_json::json;
 use support::*;
 use tcred::api::{TemporaryCredential, condition::reasons};
 
-async fn apply_crd(client: &kube::Client, crd: &CustomResourceDefinition) {
+/// Applies `crd` and waits until the API server validates with it: a dry-run create naming a
+/// `CronJob` restart target is accepted exactly when `cron_jobs` says the schema allows one.
+async fn apply_crd(client: &kube::Client, crd: &CustomResourceDefinition, cron_jobs: bool) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let name = crd.metadata.name.clone().unwrap_or_default();
     api.patch(
@@ -29,8 +31,29 @@ async fn apply_crd(client: &kube::Client, crd: &CustomResourceDefinition) {
     )
     .await
     .expect("apply CRD");
-    // Let the apiserver switch to the new schema.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // (untyped: the operator's own type cannot hold the newer kind)
+    let probe: DynamicObject = serde_json::from_value(agency_credential(
+        "default",
+        "schema-probe",
+        "corp",
+        json!({"rolloutRestartTargets": [{"kind": "CronJob", "name": "web"}]}),
+    ))
+    .expect("probe");
+    let tcs = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::erase::<TemporaryCredential>(&()),
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the API server to serve the applied schema",
+        || async { (tcs.create(&dry_run, &probe).await.is_ok() == cron_jobs).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -74,7 +97,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
         .as_mut()
         .unwrap()
         .push(JSON(json!("CronJob")));
-    apply_crd(&client, &newer).await;
+    apply_crd(&client, &newer, true).await;
 
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(with_namespace(
         "version-skew",
@@ -121,10 +144,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
                 message.contains("cannot be read") && message.contains("CronJob"),
                 "{message}"
             );
-            assert!(has_event(
-                &events_for(&client, &ns, "future").await,
-                reasons::INVALID_SPEC
-            ));
+            wait_event(&client, &ns, "future", reasons::INVALID_SPEC).await;
             assert!(get_secret(&client, &ns, "future").await.is_none());
             assert_eq!(sim.mints_total().await, 1, "only the readable credential minted");
             // Remove it before the CRD narrows again.
@@ -132,7 +152,7 @@ async fn a_credential_written_for_a_newer_crd_is_reported_and_skipped() {
         },
     )))
     .await;
-    apply_crd(&client, &current).await;
+    apply_crd(&client, &current, false).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

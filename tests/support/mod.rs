@@ -779,6 +779,25 @@ pub fn has_event(events: &[k8s_openapi::api::events::v1::Event], reason: &str) -
     events.iter().any(|e| e.reason.as_deref() == Some(reason))
 }
 
+/// The Events regarding `name` once one has `reason`. tcred publishes a reconcile's Event after
+/// its status write, so a test that saw the status waits for the Event rather than reading once.
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("a {reason} Event for {ns}/{name}"),
+        || async {
+            let events = events_for(client, ns, name).await;
+            has_event(&events, reason).then_some(events)
+        },
+    )
+    .await
+}
+
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)

@@ -902,7 +902,7 @@ async fn a_secret_created_while_tcred_mints_is_not_adopted() {
         let _op = Operator::start("no-adoption", &ns).await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
         let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        sim.wait_mint_in_flight().await;
         create_secret(&client, &ns, "billing", &[("owner", "someone-else")]).await;
 
         let tc = wait_for(Duration::from_secs(40), "a SecretConflict", || async {
@@ -943,7 +943,8 @@ async fn a_secret_write_that_fails_after_the_mint_is_retried_without_minting_aga
         sim.set_faults(json!({"latencyMs": 4000, "scope": "mint"})).await;
         let _op = Operator::start("write-after-mint", &ns).await;
         apply(&client, agency_credential(&ns, "billing", "corp", json!({}))).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // (the dry run passed: the mint is under way)
+        sim.wait_mint_in_flight().await;
         create_secret(&client, &ns, "filler", &[("k", "v")]).await;
         let tc = wait_ready_reason(
             &client,

@@ -50,6 +50,7 @@ pub async fn stats(State(sim): State<SharedSim>) -> Json<Value> {
         "mints": s.mints,
         "requests": requests,
         "requestsByOperation": s.by_operation,
+        "inFlightByOperation": s.in_flight,
         "activeTemporaryKeys": active,
     }))
 }

@@ -502,6 +502,58 @@ mod http_tests {
     }
 
     #[tokio::test]
+    async fn a_delayed_mint_is_counted_in_flight_until_answered_or_abandoned() {
+        let h = start().await;
+        let faults = json!({"latencyMs": 60_000, "scope": "mint"});
+        let resp = h
+            .http
+            .put(format!("{}/control/faults", h.base))
+            .json(&faults)
+            .send();
+        assert_eq!(resp.await.unwrap().status(), 200);
+        let in_flight = || async {
+            let (_, stats) = h.get("/control/stats", None).await;
+            stats["inFlightByOperation"]["AssumeAgency"].as_u64().unwrap_or(0)
+        };
+        assert_eq!(in_flight().await, 0);
+        let body = json!({"agency_urn": AGENCY, "agency_session_name": "op"});
+        let key = user();
+        let call = h.signed(&key, "POST", "/v5/agencies/assume", &body);
+        // Dropped when the stats say it is under way: the client abandons the call.
+        let seen = tokio::select! {
+            _ = call => false,
+            seen = async {
+                while in_flight().await == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                true
+            } => seen,
+        };
+        assert!(seen, "the mint was never counted in flight");
+        let mut left = in_flight().await;
+        for _ in 0..100 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            left = in_flight().await;
+        }
+        assert_eq!(left, 0, "an abandoned call stays counted");
+
+        // Answered: counted while delayed, gone once answered.
+        let faults = json!({"latencyMs": 300, "scope": "mint"});
+        h.http
+            .put(format!("{}/control/faults", h.base))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        let (status, _) = h.signed(&user(), "POST", "/v5/agencies/assume", &body).await;
+        assert_eq!(status, 200);
+        assert_eq!(in_flight().await, 0);
+    }
+
+    #[tokio::test]
     async fn assume_agency_with_oidc() {
         let h = start().await;
         let token = sign_with(

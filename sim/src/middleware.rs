@@ -81,8 +81,31 @@ fn fault_response(fault: Fault) -> Option<Response> {
     Some(err.into_response())
 }
 
+/// Counts a request as in flight until dropped: answered, or abandoned by its client.
+struct InFlight {
+    sim: SharedSim,
+    operation: &'static str,
+}
+
+impl InFlight {
+    fn enter(sim: &SharedSim, operation: &'static str) -> Self {
+        lock(&sim.stats).enter(operation);
+        Self {
+            sim: sim.clone(),
+            operation,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.sim.stats).leave(self.operation);
+    }
+}
+
 pub async fn track(State(sim): State<SharedSim>, req: Request, next: Next) -> Response {
     let op = Operation::of(req.method(), req.uri().path());
+    let _in_flight = InFlight::enter(&sim, op.name());
     let req = match record_received(&sim, op, req).await {
         Ok(req) => req,
         Err(resp) => return resp,

@@ -375,6 +375,9 @@ pub struct Stats {
     pub mints: BTreeMap<String, u64>,
     pub requests: BTreeMap<u16, u64>,
     pub by_operation: BTreeMap<&'static str, u64>,
+    /// Requests received and not yet answered, by operation (a test waits for a call to be under
+    /// way, e.g. a mint held by injected latency, instead of sleeping and hoping it started).
+    pub in_flight: BTreeMap<&'static str, u64>,
     pub events: VecDeque<Event>,
     pub last_seq: u64,
     pub sessions: VecDeque<SessionRecord>,
@@ -398,6 +401,19 @@ impl Stats {
             status,
             agency_urn: minted,
         });
+    }
+
+    pub fn enter(&mut self, operation: &'static str) {
+        *self.in_flight.entry(operation).or_default() += 1;
+    }
+
+    pub fn leave(&mut self, operation: &'static str) {
+        if let Some(n) = self.in_flight.get_mut(operation) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(operation);
+            }
+        }
     }
 
     pub fn record_session(&mut self, session: SessionRecord) {
@@ -606,6 +622,13 @@ mod tests {
         assert_eq!(s.mints_total, 1);
         assert_eq!(s.requests[&429], 1);
         assert_eq!(s.by_operation["AssumeAgency"], 2);
+        s.enter("AssumeAgency");
+        s.enter("AssumeAgency");
+        s.leave("AssumeAgency");
+        assert_eq!(s.in_flight["AssumeAgency"], 1);
+        s.leave("AssumeAgency");
+        s.leave("AssumeAgency");
+        assert!(s.in_flight.is_empty(), "{:?}", s.in_flight);
         s.reset_counters();
         assert_eq!(s.mints_total, 0);
         assert_eq!(s.events.len(), 2);

@@ -992,6 +992,22 @@ impl Simulator {
             .sum()
     }
 
+    /// Waits until a mint call (held by injected latency) is under way, not yet answered.
+    pub async fn wait_mint_in_flight(&self) {
+        wait_for(
+            Duration::from_secs(30),
+            "a mint under way at the simulator",
+            || async {
+                let stats = self.stats().await;
+                ["AssumeAgency", "AssumeAgencyWithOIDC", "GetAgencyCredentials"]
+                    .iter()
+                    .any(|op| stats["inFlightByOperation"][op].as_u64().unwrap_or(0) > 0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Every API request (control calls aside) since the last reset.
     pub async fn api_requests(&self) -> u64 {
         self.stats().await["requests"]

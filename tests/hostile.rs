@@ -1079,13 +1079,24 @@ async fn a_hostile_date_header_does_not_change_another_tenants_lifetime() {
     }
     // The skew is kept per host: the attackers' hosts show their own Date, the victim's host
     // keeps its true (zero) skew.
-    let victim_host = a
-        .victim_sim
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let metrics = a.op.metrics().await;
+    let host = |sim: &Simulator| {
+        sim.url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    let victim_host = host(&a.victim_sim);
+    // First the hostile Date must have arrived: the 20 s host shows its skew.
+    let near = host(&sims[1]);
+    let metrics = wait_for(Duration::from_secs(60), "the hostile host's skew", || async {
+        let metrics = a.op.metrics().await;
+        let skew = sample(
+            &metrics,
+            &format!("tcred_huawei_clock_skew_seconds{{host=\"{near}\"}}"),
+        )?;
+        (skew >= 10.0).then_some(metrics)
+    })
+    .await;
     let skew = sample(
         &metrics,
         &format!("tcred_huawei_clock_skew_seconds{{host=\"{victim_host}\"}}"),

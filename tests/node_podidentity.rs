@@ -36,7 +36,8 @@ use tcred::{
     webhook::mutate::{AGENT_HOST_ENV, FULL_URI_ENV, LABEL, MOUNT_PATH, TOKEN_FILE_ENV, VOLUME},
 };
 use webhook_support::{
-    CA_SECRET, TLS_SECRET, delete_configuration, install_configuration_at, write_tls_files,
+    CA_SECRET, TLS_SECRET, delete_configuration, install_configuration_at, wait_webhook_effective,
+    write_tls_files,
 };
 
 /// Issued lifetime at the simulator: a rotation about every 30 s. Far below the SDK's 40-minute
@@ -262,6 +263,7 @@ async fn an_opted_in_pod_gets_env_and_token_from_the_webhook_and_its_go_sdk_clie
             async move { https.post(&url).body("{}").send().await.ok().map(|_| ()) }
         })
         .await;
+        wait_webhook_effective(&client, &ns).await;
         let readyz = format!("{}/readyz", agent.url);
         wait_for(Duration::from_secs(30), "the agent ready", || {
             let url = readyz.clone();

@@ -182,7 +182,13 @@ async fn an_invalidated_token_is_refused() {
             get_secret(&client, &ns, "binding").await.is_none().then_some(())
         })
         .await;
-        let a = op.endpoint.fetch(&ns, "billing", Some(&t)).await;
+        // The API server checks the bound object in its own cache, which may not have seen the
+        // deletion yet: the token is refused once it has.
+        let a = wait_for(TIMEOUT, "the bound token refused", || async {
+            let a = op.endpoint.fetch(&ns, "billing", Some(&t)).await;
+            (a.status != 200).then_some(a)
+        })
+        .await;
         assert_eq!(a.status, 401, "{:?}", a.body);
         assert_eq!(a.body["error"], "Unauthorized");
     })

@@ -64,7 +64,7 @@ async fn start(test: &str, client: &Client, ns: &str, configuration: &str) -> We
         async move { https.post(&url).body("{}").send().await.ok().map(|_| ()) }
     })
     .await;
-    wait_default_service_account(client, ns).await;
+    wait_webhook_effective(client, ns).await;
     Webhook {
         _operator: operator,
         _dir: dir,

@@ -142,3 +142,32 @@ pub fn containers(pod: &Pod) -> Vec<&Container> {
 pub fn env<'a>(c: &'a Container, name: &str) -> Option<&'a k8s_openapi::api::core::v1::EnvVar> {
     c.env.iter().flatten().find(|e| e.name == name)
 }
+
+/// Waits until the API server calls the webhook for `ns`: the server loads a new or edited
+/// configuration (the URL, then the caBundle tcred writes) asynchronously, so the webhook
+/// answering is not enough. A dry-run create of an opted-in pod comes back mutated then.
+pub async fn wait_webhook_effective(client: &Client, ns: &str) {
+    wait_default_service_account(client, ns).await;
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let probe = pod(
+        "webhook-probe",
+        json!({tcred::webhook::mutate::LABEL: "probe"}),
+        json!([]),
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the API server to call the webhook",
+        || async {
+            let stored = api.create(&dry_run, &probe).await.ok()?;
+            let mutated = containers(&stored)
+                .iter()
+                .all(|c| env(c, tcred::webhook::mutate::FULL_URI_ENV).is_some());
+            mutated.then_some(())
+        },
+    )
+    .await;
+}

@@ -63,11 +63,13 @@ async fn every_assume_agency_call_names_the_namespace_and_credential_and_status_
     with_namespace("audit-every-call", |client, ns| async move {
         let sim = Simulator::start(&default_sim_config()).await;
         access_key_source(&client, &ns, "corp", &sim).await;
-        // the same source, with attribution on
+        // the same source, with attribution on and the owner's own tags
+        let mut audit = audit_all();
+        audit["tags"] = json!({"cluster": "rig", "cost-center": "4711"});
         let spec = json!({
             "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "corp-ak"}},
             "endpoints": {"sts": sim.url},
-            "audit": audit_all(),
+            "audit": audit,
         });
         credential_source(&client, &ns, "corp", spec).await;
         let _op = Operator::start("audit-every-call", &ns).await;
@@ -99,7 +101,12 @@ async fn every_assume_agency_call_names_the_namespace_and_credential_and_status_
         })
         .await;
 
-        let expected_tags = tags(&ns, "billing", "CredentialSource:corp");
+        let mut expected_tags = tags(&ns, "billing", "CredentialSource:corp");
+        if let Some(t) = expected_tags.as_array_mut() {
+            // the source's own tags follow tcred's (sorted by key)
+            t.push(json!({"key": "cluster", "value": "rig"}));
+            t.push(json!({"key": "cost-center", "value": "4711"}));
+        }
         let requests = assume_requests(&sim).await;
         assert!(
             requests.len() >= 4,
@@ -110,7 +117,13 @@ async fn every_assume_agency_call_names_the_namespace_and_credential_and_status_
             assert_eq!(r["tags"], expected_tags, "{r}");
             assert_eq!(
                 r["transitiveTagKeys"],
-                json!(["tcred.namespace", "tcred.credential", "tcred.source"]),
+                json!([
+                    "tcred.namespace",
+                    "tcred.credential",
+                    "tcred.source",
+                    "cluster",
+                    "cost-center"
+                ]),
                 "{r}"
             );
             assert_eq!(r["sessionName"], json!(format!("{ns}-billing")), "{r}");
@@ -137,6 +150,7 @@ async fn every_assume_agency_call_names_the_namespace_and_credential_and_status_
                 .unwrap_or_else(|| panic!("{} was not issued by the simulator", record.access_key_id));
             assert_eq!(s["sourceIdentity"], json!(format!("{ns}.billing")), "{s}");
             assert_eq!(s["tags"]["tcred.namespace"], json!(ns), "{s}");
+            assert_eq!(s["tags"]["cluster"], json!("rig"), "{s}");
         }
         // the public half only
         let raw = serde_json::to_string(&status).unwrap_or_default();
@@ -201,6 +215,32 @@ async fn through_a_cluster_source_a_tenant_cannot_be_attributed_as_another_and_l
         apply(&admin, cluster_credential(&attacker, "billing", &source, posing)).await;
         apply(&admin, cluster_credential(&attacker, &long, &source, json!({}))).await;
         apply(&admin, cluster_credential(&victim, "billing", &source, json!({}))).await;
+        // Its own source's tags cannot pass for tcred's: the schema refuses the attempts.
+        let forged = [
+            json!({"tcred.namespace": victim}),
+            json!({"TCRED.Credential": "billing"}),
+            json!({"_sys_owner": "x"}),
+            json!({"team": "a", "TEAM": "b"}),
+            json!({"bad key": "v"}),
+            json!({"k": "v w"}),
+            json!({"k": "v".repeat(256)}),
+            json!((0..18).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()),
+        ];
+        for tags in forged {
+            let manifest = json!({
+                "apiVersion": "tcred.dev/v1alpha1", "kind": "CredentialSource",
+                "metadata": {"name": "forged", "namespace": attacker},
+                "spec": {
+                    "accessKey": {"region": "ap-southeast-1", "secretRef": {"name": "corp-ak"}},
+                    "endpoints": {"sts": sim.url},
+                    "audit": {"sessionTags": true, "tags": tags},
+                },
+            });
+            let err = try_apply(&admin, &manifest)
+                .await
+                .expect_err("a forged or oversized tag is refused");
+            assert!(err.contains("spec.audit.tags"), "{tags}: the refusal names the field: {err}");
+        }
         for (ns, name) in [(&attacker, "billing"), (&attacker, long.as_str()), (&victim, "billing")] {
             wait_ready_reason(&admin, ns, name, reasons::ISSUED, Duration::from_secs(60)).await;
         }

@@ -1,6 +1,8 @@
 //! `CredentialSource` (namespaced) and `ClusterCredentialSource` (cluster-scoped): how tcred
 //! authenticates to Huawei Cloud, and the guardrails for the credentials minted through it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema, core::Duration};
 use schemars::JsonSchema;
@@ -13,6 +15,29 @@ const ONE_MODE: &str =
 const ONE_MODE_MESSAGE: &str = "exactly one of identityCenter, accessKey or webIdentity must be set";
 const AUDIT_ACCESS_KEY_ONLY: &str = "!has(self.audit) || has(self.accessKey)";
 const AUDIT_ACCESS_KEY_ONLY_MESSAGE: &str = "audit applies to accessKey sources only: AssumeAgencyWithOIDC and Identity Center credentials take no source_identity or session tags";
+
+/// The most `audit.tags` a source may add: Huawei takes 20 session tags per call, and tcred's own
+/// three (`sessionTags`) come first.
+pub const MAX_EXTRA_TAGS: usize = 17;
+/// The characters tcred keeps tag keys and values to (`cloud::audit`): IAM's tag characters
+/// without spaces and `/`.
+const TAG_PATTERN: &str = r"^[A-Za-z0-9_.:=+@-]*$";
+const EXTRA_TAG_KEYS_RULE: &str = r"self.all(k, size(k) >= 1 && size(k) <= 128 && k.matches('^[A-Za-z0-9_.:=+@-]+$') && !k.lowerAscii().startsWith('tcred.') && !k.lowerAscii().startsWith('_sys_'))";
+const EXTRA_TAG_KEYS_MESSAGE: &str = "tag keys are 1-128 characters of letters, digits and _.:=+@-, and may not start with tcred. (tcred's own tags) or _sys_ (Huawei's)";
+const EXTRA_TAG_CASE_RULE: &str = "self.all(k, self.filter(j, j.lowerAscii() == k.lowerAscii()).size() == 1)";
+const EXTRA_TAG_CASE_MESSAGE: &str = "two tag keys differ only in case";
+
+fn extra_tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_EXTRA_TAGS,
+        "additionalProperties": {"type": "string", "maxLength": 255, "pattern": TAG_PATTERN},
+        "x-kubernetes-validations": [
+            {"rule": EXTRA_TAG_KEYS_RULE, "message": EXTRA_TAG_KEYS_MESSAGE},
+            {"rule": EXTRA_TAG_CASE_RULE, "message": EXTRA_TAG_CASE_MESSAGE},
+        ],
+    })
+}
 
 /// How tcred authenticates to Huawei Cloud for TemporaryCredentials in this namespace.
 // Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
@@ -270,9 +295,19 @@ pub struct AuditSettings {
     /// (`<kind>:<name>` of this source), usable as `g:PrincipalTag/...` in policy conditions.
     #[serde(default)]
     pub session_tags: bool,
-    /// Mark those tags transitive, so they follow the session down an agency chain.
+    /// Mark the session tags (tcred's and `tags`) transitive, so they follow the session down an
+    /// agency chain.
     #[serde(default)]
     pub transitive_tags: bool,
+    /// Fixed session tags the source's owner adds to every AssumeAgency call made through this
+    /// source, whatever `sessionTags` says: for example the cluster's name, so CTS tells clusters
+    /// apart. At most 17 (Huawei takes 20 per call, tcred's own three included); keys 1–128 and
+    /// values up to 255 characters of letters, digits and `_.:=+@-`; keys may not start with
+    /// `tcred.` (tcred's own, which no source can forge) or `_sys_` (Huawei's), nor differ from
+    /// another only in case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "extra_tags_schema")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Namespaces allowed to use a ClusterCredentialSource: those listed by name, plus those whose

@@ -2,7 +2,11 @@
 //! session Secret, or a ServiceAccount token), take a token from the endpoint's bucket, and call
 //! Huawei Cloud.
 
-use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::api::{
@@ -21,7 +25,7 @@ use crate::{
     },
     cloud::{
         ErrorClass, IssuedCredential,
-        audit::{self, SessionAudit},
+        audit::{self, RESERVED_TAG_PREFIX, SessionAudit, SessionTag},
         endpoints::{self, ResolvedEndpoints},
         portal,
         signer::AccessKey,
@@ -88,7 +92,7 @@ pub fn session_audit(tc: &TemporaryCredential, settings: Option<&AuditSettings>)
         SourceKind::CredentialSource => "CredentialSource",
         SourceKind::ClusterCredentialSource => "ClusterCredentialSource",
     };
-    let tags = if settings.session_tags {
+    let mut tags = if settings.session_tags {
         vec![
             audit::tag(TAG_NAMESPACE, &ns),
             audit::tag(TAG_CREDENTIAL, &name),
@@ -97,6 +101,7 @@ pub fn session_audit(tc: &TemporaryCredential, settings: Option<&AuditSettings>)
     } else {
         Vec::new()
     };
+    add_source_tags(&mut tags, &settings.tags);
     let transitive_tag_keys = if settings.transitive_tags {
         tags.iter().map(|t| t.key.clone()).collect()
     } else {
@@ -108,6 +113,26 @@ pub fn session_audit(tc: &TemporaryCredential, settings: Option<&AuditSettings>)
             .then(|| audit::source_identity(&[&ns, &name])),
         tags,
         transitive_tag_keys,
+    }
+}
+
+/// Appends the source owner's fixed `audit.tags`, cleaned like tcred's own. The schema refuses a
+/// key starting with `tcred.` or `_sys_`, keys differing only in case and more than fit; a spec
+/// written under an older CRD may still hold them, so they are dropped here too: such a key must
+/// neither pass for one of tcred's tags nor make every AssumeAgency of the source fail.
+fn add_source_tags(tags: &mut Vec<SessionTag>, extra: &BTreeMap<String, String>) {
+    let mut seen: HashSet<String> = tags.iter().map(|t| t.key.to_ascii_lowercase()).collect();
+    for (key, value) in extra {
+        if tags.len() >= audit::MAX_TAGS {
+            break;
+        }
+        let tag = audit::tag(key, value);
+        let folded = tag.key.to_ascii_lowercase();
+        let reserved =
+            folded.starts_with("tcred.") || key.to_ascii_lowercase().starts_with(RESERVED_TAG_PREFIX);
+        if !reserved && seen.insert(folded) {
+            tags.push(tag);
+        }
     }
 }
 
@@ -518,7 +543,68 @@ mod tests {
             source_identity: true,
             session_tags: true,
             transitive_tags: true,
+            tags: BTreeMap::new(),
         }
+    }
+
+    fn keys(a: &SessionAudit) -> Vec<&str> {
+        a.tags.iter().map(|t| t.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_sources_own_tags_follow_tcreds_and_are_transitive_with_them() {
+        let t = tc("billing");
+        let mut settings = all_audit();
+        settings.tags = BTreeMap::from([
+            ("cluster".to_owned(), "prod-eu".to_owned()),
+            ("cost-center".to_owned(), "4711".to_owned()),
+        ]);
+        let a = session_audit(&t, Some(&settings));
+        assert_eq!(
+            keys(&a),
+            [
+                TAG_NAMESPACE,
+                TAG_CREDENTIAL,
+                TAG_SOURCE,
+                "cluster",
+                "cost-center"
+            ]
+        );
+        assert_eq!(a.tags[3].value, "prod-eu");
+        assert_eq!(a.transitive_tag_keys, keys(&a));
+        // sent without tcred's own tags too, and not transitive unless asked
+        settings.session_tags = false;
+        settings.transitive_tags = false;
+        let a = session_audit(&t, Some(&settings));
+        assert_eq!(keys(&a), ["cluster", "cost-center"]);
+        assert!(a.transitive_tag_keys.is_empty());
+    }
+
+    #[test]
+    fn tags_the_schema_refuses_are_dropped_never_sent_as_tcreds_or_beyond_huaweis_limit() {
+        // What an object written under an older CRD could hold.
+        let t = tc("billing");
+        let mut settings = all_audit();
+        settings.tags = BTreeMap::from([
+            ("tcred.namespace".to_owned(), "team-b".to_owned()),
+            ("TCRED.credential".to_owned(), "victim".to_owned()),
+            ("_sys_owner".to_owned(), "x".to_owned()),
+            ("Cluster".to_owned(), "a".to_owned()),
+            ("cluster".to_owned(), "b".to_owned()),
+            ("team b".to_owned(), "v w".to_owned()),
+        ]);
+        let a = session_audit(&t, Some(&settings));
+        assert_eq!(
+            keys(&a),
+            [TAG_NAMESPACE, TAG_CREDENTIAL, TAG_SOURCE, "Cluster", "team-b"]
+        );
+        assert_eq!(a.tags[0].value, "team-a", "tcred's own tag keeps its value");
+        assert_eq!(a.tags[4].value, "v-w");
+
+        settings.tags = (0..40).map(|i| (format!("k{i:02}"), "v".to_owned())).collect();
+        let a = session_audit(&t, Some(&settings));
+        assert_eq!(a.tags.len(), audit::MAX_TAGS);
+        assert_eq!(a.transitive_tag_keys.len(), audit::MAX_TAGS);
     }
 
     #[test]

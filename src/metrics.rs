@@ -67,6 +67,9 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub mints: Family<MintLabels, Counter>,
+    /// SWR logins for `imagePullSecret` credentials, by source and result: a login that fails
+    /// after its credential was minted counts as a failed mint too, and here says it was SWR.
+    pub registry_logins: Family<MintLabels, Counter>,
     pub mint_duration: Histogram,
     pub reconciles: Counter,
     /// Reconciles that read their object from the API server because the cache had not caught
@@ -87,6 +90,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Labelled {
     mints: HashSet<MintLabels>,
+    registry_logins: HashSet<MintLabels>,
     restart_namespaces: HashSet<String>,
 }
 
@@ -101,6 +105,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tcred");
         let mints = Family::<MintLabels, Counter>::default();
         registry.register("mint", "Credentials minted, by source and result", mints.clone());
+        let registry_logins = Family::<MintLabels, Counter>::default();
+        registry.register(
+            "registry_login",
+            "SWR logins obtained for image pull Secrets, by source and result",
+            registry_logins.clone(),
+        );
         let mint_duration = Histogram::new([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         registry.register_with_unit(
             "mint_duration",
@@ -158,6 +168,7 @@ impl Metrics {
         Self {
             registry,
             mints,
+            registry_logins,
             mint_duration,
             reconciles,
             stale_cache_reads,
@@ -230,6 +241,20 @@ impl Metrics {
         self.count_error(label);
     }
 
+    /// An SWR login through `source` ended with `result`: `success` or the error class.
+    pub fn record_registry_login(&self, source: String, result: &str) {
+        let labels = MintLabels {
+            source,
+            result: result.to_owned(),
+        };
+        self.registry_logins.get_or_create(&labels).inc();
+        self.labelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .registry_logins
+            .insert(labels);
+    }
+
     fn count_mint(&self, source: String, result: &str) {
         let labels = MintLabels {
             source,
@@ -257,8 +282,8 @@ impl Metrics {
             .insert(namespace.to_owned());
     }
 
-    /// Removes the mint series of sources and the restart series of namespaces that no longer
-    /// exist in the caches (nothing before the caches are attached).
+    /// Removes the mint and registry login series of sources and the restart series of namespaces
+    /// that no longer exist in the caches (nothing before the caches are attached).
     fn prune(&self) {
         let Some(caches) = self.caches.caches.get() else {
             return;
@@ -276,14 +301,20 @@ impl Metrics {
             .iter()
             .filter_map(|g| g.namespace())
             .collect();
-        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
-        labelled.mints.retain(|l| {
-            let keep = sources.contains(&l.source);
-            if !keep {
-                self.mints.remove(l);
-            }
-            keep
-        });
+        let mut guard = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let labelled = &mut *guard;
+        for (family, used) in [
+            (&self.mints, &mut labelled.mints),
+            (&self.registry_logins, &mut labelled.registry_logins),
+        ] {
+            used.retain(|l| {
+                let keep = sources.contains(&l.source);
+                if !keep {
+                    family.remove(l);
+                }
+                keep
+            });
+        }
         labelled.restart_namespaces.retain(|ns| {
             let keep = namespaces.contains(ns);
             if !keep {
@@ -507,10 +538,15 @@ mod tests {
     fn series_of_sources_and_namespaces_that_are_gone_are_removed() {
         let m = Metrics::new();
         m.record_mint_success("team-a/corp".into());
+        m.record_registry_login("team-a/corp".into(), "success");
         m.record_restart("team-a");
         // before the caches are attached nothing is pruned
         let text = m.render().expect("render");
         assert!(text.contains(r#"source="team-a/corp""#), "{text}");
+        assert!(
+            text.contains(r#"tcred_registry_login_total{source="team-a/corp",result="success"} 1"#),
+            "{text}"
+        );
         let (credentials, _w1) = kube::runtime::reflector::store();
         let (sources, _w2) = kube::runtime::reflector::store();
         let (cluster_sources, _w3) = kube::runtime::reflector::store();
@@ -522,7 +558,8 @@ mod tests {
         });
         let text = m.render().expect("render");
         assert!(!text.contains("team-a"), "{text}");
-        assert!(m.labelled.lock().expect("lock").mints.is_empty());
+        let labelled = m.labelled.lock().expect("lock");
+        assert!(labelled.mints.is_empty() && labelled.registry_logins.is_empty());
     }
 
     #[test]

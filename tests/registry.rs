@@ -101,7 +101,7 @@ async fn the_pull_secret_holds_a_valid_swr_login_for_the_region_and_rotates_ahea
         // Every credential and login lasts 30 s: rotations come every ~20 s.
         sim.set_lifetime(Some(30)).await;
         registry_source(&client, &ns, "corp", &sim).await;
-        let _op = Operator::start("swr-rotate", &ns).await;
+        let op = Operator::start("swr-rotate", &ns).await;
         apply(
             &client,
             pull_credential(&ns, "pull", json!({"region": REGION, "validity": "6h"})),
@@ -152,6 +152,17 @@ async fn the_pull_secret_holds_a_valid_swr_login_for_the_region_and_rotates_ahea
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert!(users.len() >= 3, "rotated ahead of expiry: {users:?}");
+        // Each login is counted as one, under its source.
+        let metrics = op.metrics().await;
+        let logins = sample(
+            &metrics,
+            &format!("tcred_registry_login_total{{source=\"{ns}/corp\",result=\"success\"}}"),
+        )
+        .unwrap_or(0.0);
+        assert!(
+            logins >= users.len() as f64,
+            "{logins} logins counted for {users:?}"
+        );
         let tc = get_tc(&client, &ns, "pull").await;
         assert_eq!(ready_of(&tc).map(|(s, _)| s).as_deref(), Some("True"));
     })
@@ -277,7 +288,7 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
     sim.set_faults(json!({"errorRate": 1.0, "scope": "swr"})).await;
     // A cluster-wide operator, narrowed by a shard selector (docs/sharding.md) to this test's
     // credentials: the other tests of this file run at the same time with operators of their own.
-    let _op = Operator::start_with(
+    let op = Operator::start_with(
         "swr-abuse",
         OperatorOptions {
             namespace: None,
@@ -330,6 +341,19 @@ async fn a_tenant_whose_registry_logins_fail_is_reported_with_backoff_and_a_vict
     assert!(
         during <= 4 * 5,
         "{during} CreateSecret calls in 30 s for 4 credentials"
+    );
+    // The failures are counted as SWR logins failed by the server (and as failed mints), under
+    // the tenant's source only.
+    let metrics = op.metrics().await;
+    let failed = sample(
+        &metrics,
+        &format!("tcred_registry_login_total{{source=\"{tenant}/corp\",result=\"server\"}}"),
+    )
+    .unwrap_or(0.0);
+    assert!(failed >= 4.0, "{failed} failed logins counted:\n{metrics}");
+    assert!(
+        !metrics.contains(&format!("tcred_registry_login_total{{source=\"{victim}/corp\"")),
+        "the victim's plain credential made no SWR login:\n{metrics}"
     );
 
     // Answers that cannot be trusted are refused the same way: malformed JSON, no expiry header.

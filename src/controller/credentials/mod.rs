@@ -481,7 +481,12 @@ impl Reconciler<'_> {
         let issued_expiry = cred.expires_at;
         cred.expires_at = expiry_in_cluster_time(started, issued_expiry, cred.clock_skew_seconds);
         let login = match registry {
-            Some(r) => Some(self.registry_login(&r, &mut cred, started).await?),
+            Some(r) => {
+                let got = self.registry_login(&r, &mut cred, started).await;
+                let result = got.as_ref().map_or_else(|e| e.class.label(), |_| "success");
+                self.ctx.metrics.record_registry_login(m.source.label(), result);
+                Some(got?)
+            }
             None => None,
         };
         self.ctx.metrics.record_mint_success(m.source.label());

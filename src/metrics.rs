@@ -248,11 +248,7 @@ impl Metrics {
             result: result.to_owned(),
         };
         self.registry_logins.get_or_create(&labels).inc();
-        self.labelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .registry_logins
-            .insert(labels);
+        self.remember(|l| &mut l.registry_logins, labels);
     }
 
     fn count_mint(&self, source: String, result: &str) {
@@ -261,11 +257,13 @@ impl Metrics {
             result: result.to_owned(),
         };
         self.mints.get_or_create(&labels).inc();
-        self.labelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .mints
-            .insert(labels);
+        self.remember(|l| &mut l.mints, labels);
+    }
+
+    /// Keeps `labels` in the set `pick` chooses, so `prune` can remove its series with its source.
+    fn remember(&self, pick: fn(&mut Labelled) -> &mut HashSet<MintLabels>, labels: MintLabels) {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        pick(&mut labelled).insert(labels);
     }
 
     /// Counts one rollout restart in `namespace`.

@@ -925,6 +925,16 @@ pub fn apiserver_url() -> String {
 
 // === Hostile input (tests/hostile.rs, tests/corpus.rs) ===
 
+/// The sum of the counts under `field` of the simulator's stats (`requestsByOperation`,
+/// `inFlightByOperation`) for the operations that mint: AssumeAgency, AssumeAgencyWithOIDC and
+/// GetAgencyCredentials.
+fn mint_operations(stats: &Value, field: &str) -> u64 {
+    ["AssumeAgency", "AssumeAgencyWithOIDC", "GetAgencyCredentials"]
+        .iter()
+        .filter_map(|op| stats[field][op].as_u64())
+        .sum()
+}
+
 impl Simulator {
     /// A simulator with `config`, listening on `listen` (`127.0.0.1:0` for [`Simulator::start`];
     /// e.g. `[::1]:0`, a loopback address the operator's endpoint allowlist does not name).
@@ -985,11 +995,7 @@ impl Simulator {
     /// Calls of the mint operations (AssumeAgency, AssumeAgencyWithOIDC, GetAgencyCredentials)
     /// since the last reset, whatever their answer.
     pub async fn mint_calls(&self) -> u64 {
-        let stats = self.stats().await;
-        ["AssumeAgency", "AssumeAgencyWithOIDC", "GetAgencyCredentials"]
-            .iter()
-            .filter_map(|op| stats["requestsByOperation"][op].as_u64())
-            .sum()
+        mint_operations(&self.stats().await, "requestsByOperation")
     }
 
     /// Waits until a mint call (held by injected latency) is under way, not yet answered.
@@ -997,13 +1003,7 @@ impl Simulator {
         wait_for(
             Duration::from_secs(30),
             "a mint under way at the simulator",
-            || async {
-                let stats = self.stats().await;
-                ["AssumeAgency", "AssumeAgencyWithOIDC", "GetAgencyCredentials"]
-                    .iter()
-                    .any(|op| stats["inFlightByOperation"][op].as_u64().unwrap_or(0) > 0)
-                    .then_some(())
-            },
+            || async { (mint_operations(&self.stats().await, "inFlightByOperation") > 0).then_some(()) },
         )
         .await;
     }

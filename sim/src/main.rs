@@ -265,6 +265,19 @@ mod http_tests {
             (status, resp.json().await.unwrap_or(Value::Null))
         }
 
+        /// Sets the fault knobs (`PUT /control/faults`): the status and the knobs as answered.
+        async fn put_faults(&self, faults: Value) -> (u16, Value) {
+            let resp = self
+                .http
+                .put(format!("{}/control/faults", self.base))
+                .json(&faults)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        }
+
         async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
             let mut rb = self.http.get(format!("{}{path}", self.base));
             if let Some(t) = token {
@@ -382,14 +395,8 @@ mod http_tests {
         assert_eq!(resp.status().as_u16(), 401);
 
         // Scope swr: CreateSecret fails, STS still answers.
-        let resp = h
-            .http
-            .put(format!("{}/control/faults", h.base))
-            .json(&json!({"errorRate": 1.0, "scope": "swr"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
+        let (status, _) = h.put_faults(json!({"errorRate": 1.0, "scope": "swr"})).await;
+        assert_eq!(status, 200);
         let e = tcred::cloud::swr::create_secret(&http, &endpoint, &key, "cn-north-4", 900)
             .await
             .unwrap_err();
@@ -406,14 +413,10 @@ mod http_tests {
     async fn faults_and_lifetime_override() {
         let h = start().await;
         let body = json!({"agency_urn": AGENCY, "agency_session_name": "op", "duration_seconds": 3600});
-        let resp = h
-            .http
-            .put(format!("{}/control/faults", h.base))
-            .json(&json!({"throttleRate": 1.0, "retryAfterSeconds": 7}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        let (status, _) = h
+            .put_faults(json!({"throttleRate": 1.0, "retryAfterSeconds": 7}))
+            .await;
+        assert_eq!(status, 200);
         let headers = {
             let payload = serde_json::to_vec(&body).unwrap();
             let hdrs = vec![("Content-Type".to_owned(), "application/json".to_owned())];
@@ -440,12 +443,7 @@ mod http_tests {
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error_code"], "APIGW.0308");
 
-        h.http
-            .put(format!("{}/control/faults", h.base))
-            .json(&json!({"throttleRate": 0.0}))
-            .send()
-            .await
-            .unwrap();
+        h.put_faults(json!({"throttleRate": 0.0})).await;
         h.http
             .put(format!("{}/control/lifetime", h.base))
             .json(&json!({"credentialSeconds": 30}))
@@ -462,21 +460,11 @@ mod http_tests {
     #[tokio::test]
     async fn latency_jitter_is_a_fault_knob_that_delays_mints_and_keeps_signatures_checked() {
         let h = start().await;
-        let put = |body: Value| {
-            h.http
-                .put(format!("{}/control/faults", h.base))
-                .json(&body)
-                .send()
-        };
-        assert_eq!(
-            put(json!({"latencyJitterMs": 600_001})).await.unwrap().status(),
-            400
-        );
-        let resp = put(json!({"latencyMs": 150, "latencyJitterMs": 100}))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let v: Value = resp.json().await.unwrap();
+        assert_eq!(h.put_faults(json!({"latencyJitterMs": 600_001})).await.0, 400);
+        let (status, v) = h
+            .put_faults(json!({"latencyMs": 150, "latencyJitterMs": 100}))
+            .await;
+        assert_eq!(status, 200);
         assert_eq!(
             (v["latencyMs"].as_u64(), v["latencyJitterMs"].as_u64()),
             (Some(150), Some(100))
@@ -504,13 +492,8 @@ mod http_tests {
     #[tokio::test]
     async fn a_delayed_mint_is_counted_in_flight_until_answered_or_abandoned() {
         let h = start().await;
-        let faults = json!({"latencyMs": 60_000, "scope": "mint"});
-        let resp = h
-            .http
-            .put(format!("{}/control/faults", h.base))
-            .json(&faults)
-            .send();
-        assert_eq!(resp.await.unwrap().status(), 200);
+        let (status, _) = h.put_faults(json!({"latencyMs": 60_000, "scope": "mint"})).await;
+        assert_eq!(status, 200);
         let in_flight = || async {
             let (_, stats) = h.get("/control/stats", None).await;
             stats["inFlightByOperation"]["AssumeAgency"].as_u64().unwrap_or(0)
@@ -541,13 +524,7 @@ mod http_tests {
         assert_eq!(left, 0, "an abandoned call stays counted");
 
         // Answered: counted while delayed, gone once answered.
-        let faults = json!({"latencyMs": 300, "scope": "mint"});
-        h.http
-            .put(format!("{}/control/faults", h.base))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
+        h.put_faults(json!({"latencyMs": 300, "scope": "mint"})).await;
         let (status, _) = h.signed(&user(), "POST", "/v5/agencies/assume", &body).await;
         assert_eq!(status, 200);
         assert_eq!(in_flight().await, 0);

@@ -254,23 +254,20 @@ mod http_tests {
         }
 
         async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-            let resp = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json().await.unwrap_or(Value::Null))
+            self.send_json(reqwest::Method::POST, path, body).await
         }
 
         /// Sets the fault knobs (`PUT /control/faults`): the status and the knobs as answered.
         async fn put_faults(&self, faults: Value) -> (u16, Value) {
+            self.send_json(reqwest::Method::PUT, "/control/faults", faults)
+                .await
+        }
+
+        async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
             let resp = self
                 .http
-                .put(format!("{}/control/faults", self.base))
-                .json(&faults)
+                .request(method, format!("{}{path}", self.base))
+                .json(&body)
                 .send()
                 .await
                 .unwrap();
